@@ -1,0 +1,177 @@
+//! `gateway run`: the daemon. Loads and attaches the XDP filter, applies the file, replays the
+//! audit journal, then serves events, expiry sweeps and signals until SIGTERM.
+
+use std::path::Path;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    config::{Config, XdpMode, XdpSection},
+    defense::Defense,
+    xdp::{Fastpath, RateEvents, XdpError},
+};
+
+pub(super) fn run(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon(path, config))
+}
+
+/// The running fast path: the attached program, the map writer and the event stream.
+struct Running {
+    fastpath: Fastpath,
+    defense: Defense,
+    events: RateEvents,
+    xdp: XdpSection,
+}
+
+async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
+    tracing::info!(instance = %config.instance, config = %path.display(), "starting");
+    let mut running = match config.xdp.clone() {
+        Some(xdp) if xdp.mode != XdpMode::Off => match start(&config, xdp) {
+            Ok(r) => Some(r),
+            Err(e) if recoverable(&e, config.xdp.as_ref()) => {
+                tracing::error!(error = %format!("{e:#}"), "XDP FAST PATH UNAVAILABLE: running without kernel filtering");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        _ => {
+            tracing::warn!("xdp is off in the config: no kernel filtering");
+            None
+        }
+    };
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let sweep_every = running
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(1), |r| r.xdp.sweep_interval);
+    let mut sweep = tokio::time::interval(sweep_every);
+    tracing::info!(instance = %config.instance, xdp = running.is_some(), "gateway ready");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(path, &config, running.as_mut()),
+            batch = next_events(running.as_mut()) => match batch {
+                Ok(events) => for e in events {
+                    tracing::warn!(
+                        target: "security",
+                        source = %e.source,
+                        cap = e.cap,
+                        dropped = e.dropped,
+                        "source over its packet-rate cap: dropping in XDP"
+                    );
+                },
+                Err(e) => tracing::error!(error = %e, "reading XDP events"),
+            },
+            _ = sweep.tick() => if let Some(r) = &running {
+                match r.defense.sweep() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired deny entries swept"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping expired entries"),
+                }
+            },
+        }
+    }
+    if let Some(mut r) = running {
+        r.fastpath.detach_all();
+        tracing::info!(pins = %r.defense.pins().path.display(), "detached; maps stay pinned");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// In `auto` mode a machine without XDP still gets a running gateway (loudly); a layout
+/// mismatch or a forced mode that fails is the operator's to fix, so it stops the start.
+fn recoverable(e: &anyhow::Error, xdp: Option<&XdpSection>) -> bool {
+    let auto = xdp.is_some_and(|x| x.mode == XdpMode::Auto);
+    let layout = matches!(
+        e.downcast_ref::<XdpError>(),
+        Some(XdpError::LayoutMismatch { .. })
+    ) || matches!(
+        e.downcast_ref::<crate::defense::DefenseError>(),
+        Some(crate::defense::DefenseError::Xdp(
+            XdpError::LayoutMismatch { .. }
+        ))
+    );
+    auto && !layout
+}
+
+fn start(config: &Config, xdp: XdpSection) -> anyhow::Result<Running> {
+    let mut fastpath = Fastpath::load(&config.bpffs, &config.instance)?;
+    let defense = Defense::open(&config.bpffs, &config.instance, &config.state_dir)?;
+    defense.apply_config(&xdp)?;
+    let replay = defense.replay()?;
+    tracing::info!(
+        restored = replay.restored,
+        already_present = replay.present,
+        expired = replay.expired,
+        journal = %defense.journal_path().display(),
+        "audit journal replayed"
+    );
+    let events = fastpath.take_events()?;
+    if let Some(mode) = xdp.mode.attach_mode() {
+        for iface in &xdp.interfaces {
+            let used = fastpath.attach(iface, mode)?;
+            tracing::info!(iface, mode = used, pins = %fastpath.pins().path.display(), "XDP filter attached");
+        }
+    }
+    Ok(Running {
+        fastpath,
+        defense,
+        events,
+        xdp,
+    })
+}
+
+async fn next_events(
+    running: Option<&mut Running>,
+) -> Result<Vec<crate::xdp::SourceEvent>, XdpError> {
+    match running {
+        Some(r) => r.events.next_batch().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP: parse and validate the whole file first; a bad file changes nothing.
+fn reload(path: &Path, current: &Config, running: Option<&mut Running>) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; the running configuration stays");
+            return;
+        }
+    };
+    let Some(r) = running else {
+        tracing::warn!("reload: no XDP fast path running; restart to attach");
+        return;
+    };
+    let Some(xdp) = new.xdp else {
+        tracing::warn!("reload: the new file has no xdp section; restart to detach");
+        return;
+    };
+    if new.instance != current.instance
+        || xdp.interfaces != r.xdp.interfaces
+        || xdp.mode != r.xdp.mode
+    {
+        tracing::warn!(
+            "reload: instance, interfaces or mode changed; these take effect at restart"
+        );
+    }
+    match r.defense.apply_config(&xdp) {
+        Ok(()) => {
+            tracing::info!("configuration reloaded");
+            r.xdp = xdp;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed while applying; maps may be partly updated")
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The one YAML file: typed with serde (unknown keys are errors), validated as a whole, and
+//! reported as `file:line: reason` when it is wrong. Parsing never touches the running system,
+//! so a bad file can be rejected without changing anything.
+
+mod addr;
+mod xdp;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+pub use addr::parse_net;
+pub use xdp::{RateCap, XdpMode, XdpSection};
+
+/// A configuration error with its place in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: {reason}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error is about the file as a whole.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names the pin directory `/sys/fs/bpf/gateway/<instance>` and the state directory.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Where the audit journal lives: `<state_dir>/<instance>/journal.jsonl`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where bpffs is (mounted there if it is not).
+    #[serde(default = "default_bpffs")]
+    pub bpffs: PathBuf,
+    /// The kernel fast path; absent means no XDP.
+    #[serde(default)]
+    pub xdp: Option<XdpSection>,
+}
+
+fn default_instance() -> String {
+    "default".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/gateway")
+}
+
+fn default_bpffs() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf")
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, naming `path` in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: e.location().map_or(0, |l| l.line()),
+            reason: strip_location(&e.to_string()),
+        })?;
+        config.validate().map_err(|(key, reason)| ConfigError {
+            file: path.to_owned(),
+            line: line_of(text, key),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; the error names the offending key.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let valid_name = !self.instance.is_empty()
+            && self.instance.len() <= 64
+            && self
+                .instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err((
+                "instance",
+                format!(
+                    "instance `{}` must be 1-64 letters, digits, `-` or `_` (it names a directory)",
+                    self.instance
+                ),
+            ));
+        }
+        if let Some(xdp) = &self.xdp {
+            xdp.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// serde_yaml appends "at line N column M"; the `file:line:` prefix already says it.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// The 1-based line where `key:` first appears, for errors found after parsing.
+fn line_of(text: &str, key: &str) -> usize {
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&needle)
+                || t.starts_with(&format!("{{ {needle}"))
+                || l.contains(&format!(" {needle}"))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+/// `30s`, `10m`, `1h30m`, `24h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 10m or 24h: {e}"))
+}
+
+pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("gw.yaml"), text)
+    }
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let c = parse("instance: edge-1\n").expect("valid");
+        assert_eq!(c.instance, "edge-1");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/gateway"));
+        assert!(c.xdp.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let e =
+            parse("instance: a\nxdp:\n  interfaces: [eth0]\n  rate_capp: {}\n").expect_err("typo");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.to_string().starts_with("gw.yaml:4: "), "{e}");
+        assert!(e.reason.contains("rate_capp"), "{e}");
+    }
+
+    #[test]
+    fn invalid_cidr_is_reported_with_its_line() {
+        let e =
+            parse("xdp:\n  interfaces: [eth0]\n  deny:\n    - 10.0.0.0/8\n    - 10.0.0.300/8\n")
+                .expect_err("bad cidr");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("10.0.0.300/8"), "{e}");
+    }
+
+    #[test]
+    fn semantic_error_names_the_key_line() {
+        let e = parse("instance: a\nxdp:\n  interfaces: [eth0]\n  rate_cap: { pps: 0 }\n")
+            .expect_err("zero pps");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.reason.contains("pps"), "{e}");
+    }
+
+    #[test]
+    fn bad_instance_name_is_rejected() {
+        let e = parse("instance: ../etc\n").expect_err("path in name");
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("ten minutes").is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The single writer of the kernel maps: blocks and allowlist changes from operators (and, later,
+//! from L7 detections) go through here, journal first, then the maps.
+
+mod journal;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gateway_common::{DenyValue, origin, reason};
+use ipnet::IpNet;
+
+pub use journal::{Action, Journal, JournalError, Record};
+
+use crate::{
+    config::XdpSection,
+    xdp::{BootClock, Maps, PinDir, XdpError, ensure_pinned, unix_now},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefenseError {
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// A block to apply.
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub net: IpNet,
+    /// `None` = permanent.
+    pub ttl: Option<Duration>,
+    pub reason: u16,
+    pub origin: u8,
+    pub note: Option<String>,
+    pub actor: String,
+}
+
+/// A deny entry joined with the analyst's note from the journal.
+#[derive(Clone, Debug)]
+pub struct BlockView {
+    pub net: IpNet,
+    pub value: DenyValue,
+    pub note: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// What a start-up replay did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    pub restored: usize,
+    pub expired: usize,
+    pub present: usize,
+}
+
+pub struct Defense {
+    pins: PinDir,
+    journal: Journal,
+}
+
+impl Defense {
+    /// Opens the instance's maps (creating them if no daemon has run yet) and its journal.
+    pub fn open(bpffs: &Path, instance: &str, state_dir: &Path) -> Result<Self, DefenseError> {
+        let pins = ensure_pinned(bpffs, instance)?;
+        let journal = Journal::open(&state_dir.join(instance))?;
+        Ok(Self { pins, journal })
+    }
+
+    /// Opens existing maps only: for readers that must not create anything.
+    pub fn open_existing(
+        bpffs: &Path,
+        instance: &str,
+        state_dir: &Path,
+    ) -> Result<Self, DefenseError> {
+        let pins = PinDir::new(bpffs, instance);
+        if !pins.exists() {
+            return Err(pins.not_pinned().into());
+        }
+        let journal = Journal::open(&state_dir.join(instance))?;
+        Ok(Self { pins, journal })
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.journal.path().to_owned()
+    }
+
+    pub fn maps(&self) -> Result<Maps, DefenseError> {
+        Ok(Maps::open(&self.pins)?)
+    }
+
+    /// Journals, then applies, a block.
+    pub fn block(&self, block: &Block) -> Result<(), DefenseError> {
+        let _lock = self.pins.lock()?;
+        let clock = BootClock::now();
+        self.journal.append(&Record {
+            ts: clock.unix_s,
+            action: Action::Block,
+            target: block.net.to_string(),
+            origin: origin::name(block.origin).into(),
+            reason: reason::name(block.reason).into(),
+            note: block.note.clone(),
+            expires: block.ttl.map(|t| clock.unix_s + t.as_secs()),
+            actor: block.actor.clone(),
+        })?;
+        self.maps()?.deny(
+            block.net,
+            DenyValue {
+                expires_ns: clock.expiry_after(block.ttl),
+                created_unix: clock.unix_s,
+                reason: block.reason,
+                origin: block.origin,
+                _pad: [0; 5],
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Journals, then removes, a block; `false` when there was none (nothing is journaled).
+    pub fn unblock(
+        &self,
+        net: IpNet,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<bool, DefenseError> {
+        let _lock = self.pins.lock()?;
+        let mut maps = self.maps()?;
+        let Some(old) = maps.deny_get(net)? else {
+            return Ok(false);
+        };
+        self.journal.append(&Record {
+            ts: unix_now(),
+            action: Action::Unblock,
+            target: net.trunc().to_string(),
+            origin: origin::name(old.origin).into(),
+            reason: reason::name(old.reason).into(),
+            note,
+            expires: None,
+            actor: actor.into(),
+        })?;
+        maps.undeny(net)?;
+        Ok(true)
+    }
+
+    pub fn allow(&self, net: IpNet, actor: &str, note: Option<String>) -> Result<(), DefenseError> {
+        let _lock = self.pins.lock()?;
+        self.journal.append(&Record {
+            ts: unix_now(),
+            action: Action::Allow,
+            target: net.trunc().to_string(),
+            origin: origin::name(origin::MANUAL).into(),
+            reason: reason::name(reason::OPERATOR).into(),
+            note,
+            expires: None,
+            actor: actor.into(),
+        })?;
+        self.maps()?.allow(net, origin::MANUAL)?;
+        Ok(())
+    }
+
+    pub fn disallow(
+        &self,
+        net: IpNet,
+        actor: &str,
+        note: Option<String>,
+    ) -> Result<bool, DefenseError> {
+        let _lock = self.pins.lock()?;
+        let mut maps = self.maps()?;
+        if !maps.allowed().iter().any(|(n, _)| *n == net.trunc()) {
+            return Ok(false);
+        }
+        self.journal.append(&Record {
+            ts: unix_now(),
+            action: Action::Disallow,
+            target: net.trunc().to_string(),
+            origin: origin::name(origin::MANUAL).into(),
+            reason: reason::name(reason::OPERATOR).into(),
+            note,
+            expires: None,
+            actor: actor.into(),
+        })?;
+        maps.disallow(net).map_err(DefenseError::from)
+    }
+
+    /// Every deny entry in the maps, with the note and actor of the journal record that made it.
+    pub fn blocks(&self) -> Result<Vec<BlockView>, DefenseError> {
+        let latest = self.latest_blocks()?;
+        let mut out: Vec<BlockView> = self
+            .maps()?
+            .denied()
+            .into_iter()
+            .map(|e| {
+                let rec = latest.get(&e.net.to_string());
+                BlockView {
+                    net: e.net,
+                    value: e.value,
+                    note: rec.and_then(|r| r.note.clone()),
+                    actor: rec.map(|r| r.actor.clone()),
+                }
+            })
+            .collect();
+        out.sort_by_key(|b| (b.net.addr().is_ipv6(), b.net));
+        Ok(out)
+    }
+
+    /// The journal folded to the last block record per target still standing.
+    fn latest_blocks(&self) -> Result<HashMap<String, Record>, DefenseError> {
+        let mut latest = HashMap::new();
+        for r in self.journal.read()? {
+            match r.action {
+                Action::Block => {
+                    latest.insert(r.target.clone(), r);
+                }
+                Action::Unblock => {
+                    latest.remove(&r.target);
+                }
+                Action::Allow | Action::Disallow => {}
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Puts back what the journal says should be there and is not (after a reboot wiped bpffs,
+    /// or maps were reset): operator blocks not expired, and allowlist entries.
+    pub fn replay(&self) -> Result<Replay, DefenseError> {
+        let _lock = self.pins.lock()?;
+        let mut maps = self.maps()?;
+        let clock = BootClock::now();
+        let mut report = Replay::default();
+        let mut allowed: HashMap<String, Record> = HashMap::new();
+        let mut blocks: HashMap<String, Record> = HashMap::new();
+        for r in self.journal.read()? {
+            match r.action {
+                Action::Block => {
+                    blocks.insert(r.target.clone(), r);
+                }
+                Action::Unblock => {
+                    blocks.remove(&r.target);
+                }
+                Action::Allow => {
+                    allowed.insert(r.target.clone(), r);
+                }
+                Action::Disallow => {
+                    allowed.remove(&r.target);
+                }
+            }
+        }
+        let mut restore = Vec::new();
+        for r in blocks.values() {
+            let Ok(net) = r.target.parse::<IpNet>() else {
+                continue;
+            };
+            if r.expires.is_some_and(|e| e <= clock.unix_s) {
+                report.expired += 1;
+                continue;
+            }
+            if maps.deny_get(net)?.is_some() {
+                report.present += 1;
+                continue;
+            }
+            restore.push((
+                net,
+                DenyValue {
+                    expires_ns: r.expires.map_or(0, |e| clock.expiry_at_unix(e)),
+                    created_unix: r.ts,
+                    reason: reason_code(&r.reason),
+                    origin: origin::parse(&r.origin).unwrap_or(origin::MANUAL),
+                    _pad: [0; 5],
+                },
+            ));
+        }
+        report.restored = restore.len();
+        if !restore.is_empty() {
+            maps.deny_many(restore)?;
+        }
+        let present: Vec<IpNet> = maps.allowed().into_iter().map(|(n, _)| n).collect();
+        for r in allowed.values() {
+            if let Ok(net) = r.target.parse::<IpNet>()
+                && !present.contains(&net)
+            {
+                maps.allow(net, origin::MANUAL)?;
+                report.restored += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Makes the maps match the file: caps, ports, and the `config`-origin allow and deny
+    /// entries (added, and removed when they left the file). Entries of other origins are
+    /// untouched. Not journaled: the file is its own record.
+    pub fn apply_config(&self, xdp: &XdpSection) -> Result<(), DefenseError> {
+        let _lock = self.pins.lock()?;
+        let mut maps = self.maps()?;
+        maps.set_ports(&xdp.ports())?;
+        maps.set_config(xdp.kernel_config())?;
+
+        let want_allow: Vec<IpNet> = xdp
+            .management
+            .iter()
+            .chain(&xdp.allow)
+            .map(|n| n.0.trunc())
+            .collect();
+        for (net, o) in maps.allowed() {
+            if o == origin::CONFIG && !want_allow.contains(&net) {
+                maps.disallow(net)?;
+            }
+        }
+        for net in &want_allow {
+            maps.allow(*net, origin::CONFIG)?;
+        }
+
+        let want_deny: Vec<IpNet> = xdp.deny.iter().map(|n| n.0.trunc()).collect();
+        for e in maps.denied() {
+            if e.value.origin == origin::CONFIG && !want_deny.contains(&e.net) {
+                maps.undeny(e.net)?;
+            }
+        }
+        let now = unix_now();
+        let mut add = Vec::new();
+        for net in &want_deny {
+            if maps.deny_get(*net)?.is_none() {
+                add.push((
+                    *net,
+                    DenyValue {
+                        expires_ns: 0,
+                        created_unix: now,
+                        reason: reason::STATIC_LIST,
+                        origin: origin::CONFIG,
+                        _pad: [0; 5],
+                    },
+                ));
+            }
+        }
+        if !add.is_empty() {
+            maps.deny_many(add)?;
+        }
+        Ok(())
+    }
+
+    /// Removes expired entries from the maps (the kernel already ignores them).
+    pub fn sweep(&self) -> Result<usize, DefenseError> {
+        let _lock = self.pins.lock()?;
+        Ok(self.maps()?.sweep_expired(BootClock::now().boot_ns)?)
+    }
+}
+
+fn reason_code(name: &str) -> u16 {
+    (0..=u16::from(u8::MAX))
+        .find(|c| reason::name(*c) == name)
+        .unwrap_or(reason::UNSPECIFIED)
+}
