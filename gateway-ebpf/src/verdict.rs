@@ -222,7 +222,7 @@ fn rate_check<K>(
             dropped: 0,
         };
         // A concurrent insert for the same source may win; either is a fresh bucket.
-        let _ = map.insert(key, &fresh, BPF_NOEXIST as u64);
+        let _ = map.insert(key, fresh, BPF_NOEXIST as u64);
         return None;
     };
     // SAFETY: the pointer is valid for this program run; concurrent writers are tolerated above.

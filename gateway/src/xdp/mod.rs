@@ -11,7 +11,7 @@ pub mod pin;
 pub use clock::{BootClock, boot_ns_now, unix_now};
 pub use error::XdpError;
 pub use events::{RateEvents, SourceEvent};
-pub use loader::{AttachMode, Fastpath, ensure_pinned};
+pub use loader::{AttachMode, Fastpath, ensure_pinned, open_object};
 pub(crate) use maps::deny_row;
 pub use maps::{DenyEntry, MapSummary, Maps, PortRule, Protocol, dump_map, list_maps};
 pub use pin::{PinDir, PinLock};

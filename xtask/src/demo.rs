@@ -1,0 +1,5 @@
+//! `cargo xtask demo`.
+
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("demo not written yet")
+}
