@@ -213,3 +213,10 @@ impl Drop for Daemon {
         }
     }
 }
+
+impl Daemon {
+    /// Starts with the config file a previous [`Daemon::start`] wrote for `instance`.
+    pub fn start_existing(instance: &Instance, ns: &NetNs) -> Self {
+        Self::spawn(ns, instance.state_dir.join("gateway.yaml"))
+    }
+}

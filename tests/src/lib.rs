@@ -3,7 +3,9 @@
 //! these tests must run, so missing root is a failure; elsewhere they skip loudly).
 
 pub mod daemon;
+pub mod frames;
 pub mod netns;
+pub mod raw;
 
 /// `true` when the test may run. Under `CI=true` a missing privilege panics (a skipped
 /// end-to-end test in CI would hide a broken fast path); elsewhere it prints why it skips.
