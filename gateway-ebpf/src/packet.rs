@@ -142,13 +142,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Parsed {
                         l4: Transport::Unknown,
                     };
                 };
-                next = nh;
-                // AH counts 4-byte units minus 2, the others 8-byte units minus 1.
+                // AH counts 4-byte units minus 2, the others 8-byte units minus 1: the unit is
+                // the skipped header's, not the next one's.
                 l4 += if next == IPV6_AH {
                     (len as usize + 2) * 4
                 } else {
                     (len as usize + 1) * 8
                 };
+                next = nh;
             }
             IPV6_FRAGMENT => {
                 // One read of the first 4 bytes: next header, reserved, offset + flags.
@@ -167,18 +168,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Parsed {
                 next = nh;
                 l4 += 8;
             }
-            _ => {
-                return Parsed::Ip {
-                    src,
-                    l4: transport(ctx, next, l4),
-                };
-            }
+            _ => break,
         }
     }
-    Parsed::Ip {
-        src,
-        l4: Transport::Unknown,
-    }
+    let l4 = match next {
+        // Still inside the chain after IPV6_MAX_EXT headers: give up on the ports.
+        IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => Transport::Unknown,
+        _ => transport(ctx, next, l4),
+    };
+    Parsed::Ip { src, l4 }
 }
 
 /// Reads at a variable offset are single multi-byte reads: one bounds check the verifier can

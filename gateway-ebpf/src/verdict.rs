@@ -227,7 +227,10 @@ fn rate_check<K>(
     };
     // SAFETY: the pointer is valid for this program run; concurrent writers are tolerated above.
     let state = unsafe { &mut *state };
+    // Both budgets are checked before either is charged: a packet dropped by one cap must not
+    // spend the other (a SYN-capped client keeps its established connections).
     let mut over = 0;
+    let mut pps_tat = state.tat_ns;
     if cfg.pps_interval_ns != 0 {
         let tat = if state.tat_ns > now {
             state.tat_ns
@@ -237,9 +240,10 @@ fn rate_check<K>(
         if tat - now > cfg.pps_tolerance_ns {
             over = stat::DROP_PPS_CAP;
         } else {
-            state.tat_ns = tat + cfg.pps_interval_ns;
+            pps_tat = tat + cfg.pps_interval_ns;
         }
     }
+    let mut syn_tat = state.syn_tat_ns;
     if over == 0 && syn && cfg.syn_interval_ns != 0 {
         let tat = if state.syn_tat_ns > now {
             state.syn_tat_ns
@@ -249,10 +253,12 @@ fn rate_check<K>(
         if tat - now > cfg.syn_tolerance_ns {
             over = stat::DROP_SYN_CAP;
         } else {
-            state.syn_tat_ns = tat + cfg.syn_interval_ns;
+            syn_tat = tat + cfg.syn_interval_ns;
         }
     }
     if over == 0 {
+        state.tat_ns = pps_tat;
+        state.syn_tat_ns = syn_tat;
         return None;
     }
     state.dropped += 1;

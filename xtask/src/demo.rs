@@ -7,7 +7,9 @@ pub fn run() -> anyhow::Result<()> {
     build::release()?;
     exec::run(exec::cargo().args(["build", "--release", "-p", "tests", "--bin", "demo"]))?;
     if !exec::is_root() {
-        anyhow::bail!("the demo creates network namespaces and attaches XDP: run it as root (sudo -E cargo xtask demo)");
+        anyhow::bail!(
+            "the demo creates network namespaces and attaches XDP: run it as root (sudo -E cargo xtask demo)"
+        );
     }
     exec::run(
         std::process::Command::new(exec::workspace_root().join("target/release/demo"))

@@ -77,12 +77,12 @@ fn main() {
         .collect();
     raw::send(&attacker, "eth0", &frames);
     report(&inst, &before, frames.len(), start.elapsed());
-    println!("   (each source has its own SYN budget: 40 at once, then 20/s; the rest drop in XDP)\n");
+    println!(
+        "   (each source has its own SYN budget: 40 at once, then 20/s; the rest drop in XDP)\n"
+    );
 
     step("4. a SOC analyst blocks the attacker's /24 for 10 minutes");
-    println!(
-        "   $ gateway block add 198.18.2.0/24 --ttl 10m --reason \"UDP flood, ticket SOC-1\""
-    );
+    println!("   $ gateway block add 198.18.2.0/24 --ttl 10m --reason \"UDP flood, ticket SOC-1\"");
     print!(
         "   {}",
         inst.cli_ok(&[
@@ -135,7 +135,9 @@ fn serve_http(gw: &NetNs) -> u16 {
             let mut buf = [0u8; 1024];
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n");
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+            );
         }
     });
     port

@@ -1,0 +1,359 @@
+//! The machinery around a measurement: commands, the two network namespaces and their veth pair,
+//! drop guards for everything the bench adds to the system (namespaces, pinned maps, iptables and
+//! nft rules, the blackhole route), CPU accounting from `/proc/stat` and interface counters.
+//!
+//! Unlike `tests::netns`, which panics (fine in a test), every step here returns an error, so a
+//! failed setup still unwinds through the guards and leaves nothing behind.
+
+use std::{
+    ffi::OsStr,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+use serde_json::Value;
+
+/// Runs `cmd`, failing with the command line and its stderr unless it exits 0; returns stdout.
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("spawning {}", render(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            render(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `ip args...` in the root namespace.
+pub fn ip(args: &[&str]) -> anyhow::Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// A network namespace this process created, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(name: String) -> anyhow::Result<Self> {
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn file(&self) -> anyhow::Result<File> {
+        let path = format!("/run/netns/{}", self.name);
+        File::open(&path).with_context(|| format!("opening {path}"))
+    }
+
+    /// `ip -n <ns> args...`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command that runs inside this namespace's network namespace only (the mount namespace,
+    /// and with it bpffs, stays the caller's).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> anyhow::Result<Command> {
+        let file = self.file()?;
+        let mut cmd = Command::new(program);
+        // SAFETY: only async-signal-safe work between fork and exec: one setns syscall on an fd
+        // the closure owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// Runs `f` on a new thread that entered this namespace and, if `cpu` is given, is pinned to
+    /// that CPU. Interface names and indexes that `f` uses resolve inside the namespace.
+    pub fn run_on<T: Send>(
+        &self,
+        cpu: Option<usize>,
+        f: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        let file = self.file()?;
+        let name = &self.name;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering netns {name}"))?;
+                if let Some(cpu) = cpu {
+                    pin_current_thread(cpu)?;
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("a thread inside netns {name} panicked"))
+        })
+    }
+
+    /// Sets a sysctl inside the namespace (`/proc/sys/net` is per network namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        run(self
+            .command("sysctl")?
+            .args(["-q", "-w", &format!("{key}={value}")]))
+        .map(drop)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
+pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning a thread to CPU {cpu}"))
+}
+
+/// One end of the veth pair as seen from inside its namespace.
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub name: &'static str,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+impl Port {
+    pub fn read(ns: &Netns, name: &'static str) -> anyhow::Result<Self> {
+        let out = ns.ip(&["-j", "link", "show", "dev", name])?;
+        let v: Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+        let link = v
+            .get(0)
+            .with_context(|| format!("no link {name} in {}", ns.name))?;
+        let ifindex = link
+            .get("ifindex")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .with_context(|| format!("no ifindex for {name}"))?;
+        let mac = link
+            .get("address")
+            .and_then(Value::as_str)
+            .and_then(parse_mac)
+            .with_context(|| format!("no MAC address for {name}"))?;
+        Ok(Self { name, ifindex, mac })
+    }
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Adds the blackhole routes for the benchmark ranges in the root namespace and removes on drop
+/// the ones it added (a route the operator already had stays).
+pub struct Blackhole {
+    added: Vec<&'static str>,
+}
+
+impl Blackhole {
+    pub const RANGES: [&'static str; 2] = ["198.18.0.0/15", "2001:db8::/32"];
+
+    pub fn add() -> anyhow::Result<Self> {
+        let mut guard = Self { added: Vec::new() };
+        for r in Self::RANGES {
+            let family = if r.contains(':') { "-6" } else { "-4" };
+            let existing = ip(&[family, "route", "show", "exact", r, "type", "blackhole"])?;
+            if existing.trim().is_empty() {
+                ip(&[family, "route", "replace", "blackhole", r])?;
+                guard.added.push(r);
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        for r in self.added.drain(..) {
+            let family = if r.contains(':') { "-6" } else { "-4" };
+            if let Err(e) = ip(&[family, "route", "del", "blackhole", r]) {
+                eprintln!("cleanup: {e:#}");
+            }
+        }
+    }
+}
+
+/// A command to run on drop (removing a rule, a table, a directory through a tool).
+pub struct Undo {
+    what: String,
+    cmd: Option<Command>,
+}
+
+impl Undo {
+    pub fn new(what: impl Into<String>, cmd: Command) -> Self {
+        Self {
+            what: what.into(),
+            cmd: Some(cmd),
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(mut cmd) = self.cmd.take()
+            && let Err(e) = run(&mut cmd)
+        {
+            eprintln!("cleanup ({}): {e:#}", self.what);
+        }
+    }
+}
+
+/// The bench instance's pin directory, removed (with every map pinned in it) on drop.
+pub struct PinGuard {
+    pub path: PathBuf,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("cleanup: removing {}: {e}", self.path.display());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Per-CPU time from `/proc/stat`, in USER_HZ ticks.
+#[derive(Clone, Debug, Default)]
+pub struct CpuTimes {
+    /// Per CPU: (softirq, system, busy, total).
+    pub cpus: Vec<CpuTicks>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTicks {
+    pub softirq: u64,
+    pub system: u64,
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    pub fn read() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let mut cpus = Vec::new();
+        for line in stat.lines() {
+            let Some(rest) = line.strip_prefix("cpu") else {
+                continue;
+            };
+            // `cpu ` is the sum line; `cpuN` are the CPUs, in order.
+            if rest.starts_with(' ') {
+                continue;
+            }
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(1)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            let get = |i: usize| fields.get(i).copied().unwrap_or(0);
+            // user nice system idle iowait irq softirq steal (guest times are inside user).
+            let total: u64 = (0..8).map(get).sum();
+            let idle = get(3) + get(4);
+            cpus.push(CpuTicks {
+                softirq: get(6),
+                system: get(2),
+                busy: total - idle,
+                total,
+            });
+        }
+        if cpus.is_empty() {
+            bail!("no per-CPU lines in /proc/stat");
+        }
+        Ok(Self { cpus })
+    }
+
+    /// What happened between `self` (earlier) and `later`.
+    pub fn delta(&self, later: &Self) -> Self {
+        let cpus = self
+            .cpus
+            .iter()
+            .zip(&later.cpus)
+            .map(|(a, b)| CpuTicks {
+                softirq: b.softirq.saturating_sub(a.softirq),
+                system: b.system.saturating_sub(a.system),
+                busy: b.busy.saturating_sub(a.busy),
+                total: b.total.saturating_sub(a.total),
+            })
+            .collect();
+        Self { cpus }
+    }
+
+    pub fn sum(&self) -> CpuTicks {
+        self.cpus.iter().fold(CpuTicks::default(), |a, c| CpuTicks {
+            softirq: a.softirq + c.softirq,
+            system: a.system + c.system,
+            busy: a.busy + c.busy,
+            total: a.total + c.total,
+        })
+    }
+}
+
+/// `ethtool -S <dev>` inside `ns`, as name -> value.
+pub fn ethtool_stats(
+    ns: &Netns,
+    dev: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let out = run(ns.command("ethtool")?.args(["-S", dev]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_owned(), v.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// `ip -s -j link show dev` inside `ns`: (rx packets, rx dropped).
+pub fn link_rx(ns: &Netns, dev: &str) -> anyhow::Result<(u64, u64)> {
+    let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
+    let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
+    let rx = v
+        .get(0)
+        .and_then(|l| l.get("stats64"))
+        .and_then(|s| s.get("rx"))
+        .with_context(|| format!("no rx stats for {dev}"))?;
+    let field = |k: &str| rx.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Ok((field("packets"), field("dropped")))
+}
+
+/// Whether a path names an existing executable (for optional peers such as iptables-legacy).
+pub fn have(program: &str) -> bool {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
+}
