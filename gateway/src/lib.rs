@@ -4,5 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod defense;
+pub mod proxy;
 pub mod telemetry;
+pub mod tls;
 pub mod xdp;

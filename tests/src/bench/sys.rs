@@ -338,17 +338,62 @@ pub fn ethtool_stats(
         .collect())
 }
 
-/// `ip -s -j link show dev` inside `ns`: (rx packets, rx dropped).
-pub fn link_rx(ns: &Netns, dev: &str) -> anyhow::Result<(u64, u64)> {
-    let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
-    let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
-    let rx = v
-        .get(0)
-        .and_then(|l| l.get("stats64"))
-        .and_then(|s| s.get("rx"))
-        .with_context(|| format!("no rx stats for {dev}"))?;
-    let field = |k: &str| rx.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Ok((field("packets"), field("dropped")))
+/// Interface counters from `ip -s -j link show dev` (the kernel's `rtnl_link_stats64`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+impl LinkStats {
+    pub fn read(ns: &Netns, dev: &str) -> anyhow::Result<Self> {
+        let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
+        let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
+        let stats = v
+            .get(0)
+            .and_then(|l| l.get("stats64"))
+            .with_context(|| format!("no stats64 for {dev}"))?;
+        let field = |dir: &str, k: &str| {
+            stats
+                .get(dir)
+                .and_then(|d| d.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        Ok(Self {
+            rx_packets: field("rx", "packets"),
+            rx_dropped: field("rx", "dropped"),
+            tx_packets: field("tx", "packets"),
+            tx_dropped: field("tx", "dropped"),
+        })
+    }
+
+    pub fn delta(&self, later: &Self) -> Self {
+        Self {
+            rx_packets: later.rx_packets.saturating_sub(self.rx_packets),
+            rx_dropped: later.rx_dropped.saturating_sub(self.rx_dropped),
+            tx_packets: later.tx_packets.saturating_sub(self.tx_packets),
+            tx_dropped: later.tx_dropped.saturating_sub(self.tx_dropped),
+        }
+    }
+}
+
+/// The sum of the `ethtool -S` counters whose names end with `suffix` (one per queue).
+pub fn ethtool_sum(stats: &std::collections::BTreeMap<String, u64>, suffix: &str) -> u64 {
+    stats
+        .iter()
+        .filter(|(k, _)| k.ends_with(suffix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// USER_HZ: the unit of `/proc/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100)
 }
 
 /// Whether a path names an existing executable (for optional peers such as iptables-legacy).

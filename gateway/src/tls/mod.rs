@@ -1,0 +1,1 @@
+//! TLS termination (being written).
