@@ -8,6 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::{Config, XdpMode, XdpSection},
     defense::Defense,
+    proxy::server::Proxy,
     xdp::{Fastpath, RateEvents, XdpError},
 };
 
@@ -45,6 +46,12 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
         }
     };
 
+    let proxy = if config.listeners.is_empty() {
+        None
+    } else {
+        Some(Proxy::start(&config).await?)
+    };
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -52,13 +59,33 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map_or(std::time::Duration::from_secs(1), |r| r.xdp.sweep_interval);
     let mut sweep = tokio::time::interval(sweep_every);
-    tracing::info!(instance = %config.instance, xdp = running.is_some(), "gateway ready");
+    // The file is watched too (mtime and size, every 2 s): editing it reloads like SIGHUP.
+    let mut watch = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut stamp = file_stamp(path);
+    let mut current = config.clone();
+    tracing::info!(
+        instance = %config.instance,
+        xdp = running.is_some(),
+        listeners = proxy.as_ref().map_or(0, |p| p.listeners().len()),
+        "gateway ready"
+    );
 
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(path, &config, running.as_mut()),
+            _ = hup.recv() => {
+                stamp = file_stamp(path);
+                reload(path, &mut current, running.as_mut(), proxy.as_ref());
+            }
+            _ = watch.tick() => {
+                let now = file_stamp(path);
+                if now != stamp {
+                    stamp = now;
+                    tracing::info!(config = %path.display(), "configuration file changed");
+                    reload(path, &mut current, running.as_mut(), proxy.as_ref());
+                }
+            }
             batch = next_events(running.as_mut()) => match batch {
                 Ok(events) => for e in events {
                     tracing::warn!(
@@ -79,6 +106,10 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
                 }
             },
         }
+    }
+    if let Some(proxy) = proxy {
+        tracing::info!(timeout = ?current.shutdown_timeout, "draining connections");
+        proxy.shutdown(current.shutdown_timeout).await;
     }
     if let Some(mut r) = running {
         r.fastpath.detach_all();
@@ -140,8 +171,14 @@ async fn next_events(
     }
 }
 
-/// SIGHUP: parse and validate the whole file first; a bad file changes nothing.
-fn reload(path: &Path, current: &Config, running: Option<&mut Running>) {
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// SIGHUP or a file change: parse and validate the whole file, build the new proxy generation,
+/// and only then swap it in and apply the XDP section; a bad file changes nothing.
+fn reload(path: &Path, current: &mut Config, running: Option<&mut Running>, proxy: Option<&Proxy>) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -149,29 +186,34 @@ fn reload(path: &Path, current: &Config, running: Option<&mut Running>) {
             return;
         }
     };
-    let Some(r) = running else {
-        tracing::warn!("reload: no XDP fast path running; restart to attach");
+    if let Some(proxy) = proxy
+        && let Err(e) = proxy.reload(&new)
+    {
+        tracing::error!(config = %path.display(), error = %e, "reload rejected; the running configuration stays");
         return;
-    };
-    let Some(xdp) = new.xdp else {
+    }
+    if new.instance != current.instance {
+        tracing::warn!("reload: the instance name changes at restart");
+    }
+    if let Some(r) = running {
+        apply_xdp(r, new.xdp.clone());
+    }
+    *current = new;
+    tracing::info!("configuration reloaded");
+}
+
+fn apply_xdp(r: &mut Running, xdp: Option<XdpSection>) {
+    let Some(xdp) = xdp else {
         tracing::warn!("reload: the new file has no xdp section; restart to detach");
         return;
     };
-    if new.instance != current.instance
-        || xdp.interfaces != r.xdp.interfaces
-        || xdp.mode != r.xdp.mode
-    {
-        tracing::warn!(
-            "reload: instance, interfaces or mode changed; these take effect at restart"
-        );
+    if xdp.interfaces != r.xdp.interfaces || xdp.mode != r.xdp.mode {
+        tracing::warn!("reload: interfaces or mode changed; these take effect at restart");
     }
     match r.defense.apply_config(&xdp) {
-        Ok(()) => {
-            tracing::info!("configuration reloaded");
-            r.xdp = xdp;
-        }
+        Ok(()) => r.xdp = xdp,
         Err(e) => {
-            tracing::error!(error = %e, "reload failed while applying; maps may be partly updated")
+            tracing::error!(error = %e, "reload: applying the xdp section failed; maps may be partly updated")
         }
     }
 }

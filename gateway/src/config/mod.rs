@@ -3,6 +3,7 @@
 //! so a bad file can be rejected without changing anything.
 
 mod addr;
+mod l7;
 mod xdp;
 
 use std::{
@@ -12,7 +13,10 @@ use std::{
 
 use serde::Deserialize;
 
-pub use addr::parse_net;
+pub use addr::{Net, parse_net};
+pub use l7::{
+    AccessLog, HttpLimits, ListenerConfig, RouteConfig, RouteMatch, SecurityHeaders, parse_size,
+};
 pub use xdp::{RateCap, XdpMode, XdpSection};
 
 /// A configuration error with its place in the file.
@@ -41,6 +45,31 @@ pub struct Config {
     /// The kernel fast path; absent means no XDP.
     #[serde(default)]
     pub xdp: Option<XdpSection>,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` and PROXY protocol headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Net>,
+    /// Where the L7 proxy accepts connections.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream pools by name; routes refer to them.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, crate::proxy::upstream::UpstreamConfig>,
+    /// Request limits of every listener.
+    #[serde(default)]
+    pub http: HttpLimits,
+    /// Routes, tried in order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// One JSON line per request.
+    #[serde(default)]
+    pub access_log: AccessLog,
+    /// How long SIGTERM waits for requests in flight.
+    #[serde(default = "default_drain", deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_instance() -> String {
@@ -68,10 +97,13 @@ impl Config {
 
     /// Parses and validates `text`, naming `path` in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            line: e.location().map_or(0, |l| l.line()),
-            reason: strip_location(&e.to_string()),
+        let config: Config = serde_yaml::from_str(text).map_err(|e| {
+            let reason = strip_location(&e.to_string());
+            ConfigError {
+                file: path.to_owned(),
+                line: refine_line(text, e.location().map_or(0, |l| l.line()), &reason),
+                reason,
+            }
         })?;
         config.validate().map_err(|(key, reason)| ConfigError {
             file: path.to_owned(),
@@ -101,6 +133,46 @@ impl Config {
         if let Some(xdp) = &self.xdp {
             xdp.validate()?;
         }
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !names.insert(l.name.as_str()) {
+                return Err(("name", format!("listener name `{}` is used twice", l.name)));
+            }
+            if let Some(tls) = &l.tls {
+                tls.validate()
+                    .map_err(|e| ("tls", format!("listener `{}`: {e}", l.name)))?;
+                if l.redirect_https_port.is_some() {
+                    return Err((
+                        "redirect_https_port",
+                        format!(
+                            "listener `{}` terminates TLS: it cannot redirect to HTTPS",
+                            l.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, upstream) in &self.upstreams {
+            upstream
+                .validate()
+                .map_err(|e| ("upstreams", format!("upstream `{name}`: {e}")))?;
+        }
+        match crate::proxy::router::Router::build(&self.routes) {
+            Err((i, reason)) => return Err(("routes", format!("route {i}: {reason}"))),
+            Ok(router) => {
+                for (i, r) in router.routes().iter().enumerate() {
+                    if !self.upstreams.contains_key(&r.upstream) {
+                        return Err((
+                            "upstream",
+                            format!(
+                                "route {i} (`{}`): upstream `{}` is not defined",
+                                r.name, r.upstream
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -111,6 +183,21 @@ fn strip_location(msg: &str) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
+}
+
+/// serde_yaml places errors inside a sequence at the sequence's first item; when the message
+/// quotes the offending value (`like this`), the line that holds it is the better answer.
+fn refine_line(text: &str, line: usize, reason: &str) -> usize {
+    let quoted = reason.split('`').nth(1).filter(|q| !q.is_empty());
+    quoted
+        .and_then(|q| {
+            text.lines()
+                .enumerate()
+                .skip(line.saturating_sub(1))
+                .find(|(_, l)| l.contains(q))
+                .map(|(i, _)| i + 1)
+        })
+        .unwrap_or(line)
 }
 
 /// The 1-based line where `key:` first appears, for errors found after parsing.

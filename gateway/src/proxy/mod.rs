@@ -1,5 +1,14 @@
 //! The L7 reverse proxy: listeners, the per-request pipeline, routing, upstream pools.
 
+pub mod access_log;
+pub mod headers;
+pub mod identity;
+pub mod normalize;
+pub mod problem;
+pub mod proxy_protocol;
+pub mod router;
+pub mod server;
+mod service;
 pub mod upstream;
 
 /// Errors carried inside bodies.

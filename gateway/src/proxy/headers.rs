@@ -1,0 +1,151 @@
+//! Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 7.6.1, including
+//! those named in `Connection`) never cross, forwarding headers are set by us, security headers
+//! are added, upstream identity is hidden.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::config::SecurityHeaders;
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// What the upstream is told about the client. From an untrusted peer, forwarding headers the
+/// client sent are dropped first: only a trusted proxy's chain is extended.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_trusted: bool,
+    peer: std::net::IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let xff = if peer_trusted {
+        match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
+            _ => peer.to_string(),
+        }
+    } else {
+        for h in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+        ] {
+            headers.remove(h);
+        }
+        peer.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    if !peer_trusted || !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        );
+    }
+    if let Some(host) = host
+        && (!peer_trusted || !headers.contains_key("x-forwarded-host"))
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+}
+
+/// Adds the route's security headers (HSTS on TLS only) and hides upstream identity.
+pub fn apply_response_policy(
+    headers: &mut HeaderMap,
+    policy: &SecurityHeaders,
+    tls: bool,
+    hide_identity: bool,
+) {
+    if hide_identity {
+        headers.remove(header::SERVER);
+        headers.remove("x-powered-by");
+    }
+    let mut set = |name: HeaderName, value: &str| {
+        if !value.is_empty()
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            headers.insert(name, v);
+        }
+    };
+    if tls {
+        set(header::STRICT_TRANSPORT_SECURITY, &policy.hsts);
+    }
+    set(header::X_CONTENT_TYPE_OPTIONS, &policy.content_type_options);
+    set(header::REFERRER_POLICY, &policy.referrer_policy);
+    set(header::X_FRAME_OPTIONS, &policy.frame_options);
+    for (k, v) in &policy.extra {
+        if let Ok(name) = HeaderName::from_bytes(k.as_bytes()) {
+            set(name, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret-Hop".parse().expect("v"),
+        );
+        h.insert("x-secret-hop", "1".parse().expect("v"));
+        h.insert("keep-alive", "timeout=5".parse().expect("v"));
+        h.insert(header::TE, "trailers".parse().expect("v"));
+        h.insert("x-kept", "1".parse().expect("v"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_headers_from_untrusted_peers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().expect("v"));
+        h.insert("x-forwarded-proto", "https".parse().expect("v"));
+        set_forwarded(
+            &mut h,
+            false,
+            "203.0.113.9".parse().expect("ip"),
+            "http",
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.7".parse().expect("v"));
+        set_forwarded(&mut h, true, "10.0.0.1".parse().expect("ip"), "https", None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.1");
+    }
+}

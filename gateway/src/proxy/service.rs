@@ -1,0 +1,415 @@
+//! The request path, read top to bottom: one function, one comment per stage saying why it sits
+//! where it does. Later stages (rate limits, authentication, authorisation, validation, WAF) plug
+//! in between routing and the upstream call.
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt as _;
+use hyper::body::{Frame, Incoming, SizeHint};
+
+use super::{
+    Body, BoxError,
+    access_log::{AccessLog, redact_query},
+    headers,
+    identity::TrustedProxies,
+    normalize,
+    problem::Problem,
+    router::{Found, Router},
+    upstream::Upstreams,
+};
+use crate::{config::HttpLimits, tls::TlsInfo};
+
+/// What one configuration generation serves with; swapped whole on reload, so a request sees
+/// one consistent generation from start to end.
+pub struct Runtime {
+    pub router: Router,
+    pub upstreams: Upstreams,
+    pub limits: HttpLimits,
+    pub trusted: TrustedProxies,
+}
+
+/// Shared by every connection of every listener.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub access_log: AccessLog,
+}
+
+/// What is known about a connection before its first request.
+pub struct Connection {
+    pub listener: Arc<str>,
+    /// The client's transport address (from PROXY protocol when the listener uses it).
+    pub peer: SocketAddr,
+    pub tls: Option<TlsInfo>,
+    pub redirect_https_port: Option<u16>,
+}
+
+/// What the access log and the response need from a finished request.
+struct Outcome {
+    route: Option<String>,
+    upstream: Option<String>,
+    code: Option<&'static str>,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let runtime = shared.runtime.load_full();
+    let request_id = request_id(req.headers());
+    let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
+    let method = req.method().clone();
+    let path_for_log = req.uri().path().to_owned();
+    let query_for_log = req.uri().query().map(redact_query);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    let (mut resp, outcome) = match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
+        Ok(done) => done,
+        Err((problem, outcome)) => (problem.into_response(&request_id), outcome),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+
+    if shared.access_log.enabled() {
+        shared.access_log.log(serde_json::json!({
+            "@timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": { "duration": started.elapsed().as_nanos() as u64, "dataset": "gateway.access" },
+            "http": {
+                "request": { "id": request_id, "method": method.as_str() },
+                "response": { "status_code": resp.status().as_u16() },
+            },
+            "url": { "path": path_for_log, "query": query_for_log },
+            "source": { "ip": client_ip.to_string() },
+            "client": { "address": conn.peer.to_string() },
+            "user_agent": { "original": user_agent },
+            "gateway": {
+                "listener": &*conn.listener,
+                "route": outcome.route,
+                "upstream": outcome.upstream,
+                "reason": outcome.code,
+            },
+        }));
+    }
+    Ok(resp)
+}
+
+type Failure = (Problem, Outcome);
+
+async fn pipeline(
+    runtime: &Runtime,
+    conn: &Connection,
+    req: Request<Incoming>,
+    request_id: &str,
+    client_ip: IpAddr,
+) -> Result<(Response<Body>, Outcome), Failure> {
+    let mut outcome = Outcome {
+        route: None,
+        upstream: None,
+        code: None,
+    };
+    let fail = |problem: Problem, outcome: &mut Outcome| {
+        outcome.code = Some(problem.code);
+        (
+            problem,
+            std::mem::replace(
+                outcome,
+                Outcome {
+                    route: None,
+                    upstream: None,
+                    code: None,
+                },
+            ),
+        )
+    };
+    let limits = &runtime.limits;
+
+    // Plain listener that only redirects: nothing else applies.
+    if let Some(port) = conn.redirect_https_port {
+        return Ok((redirect_https(&req, port), outcome));
+    }
+
+    // Limits first: cheapest checks, and nothing later should parse what is oversized.
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri_bytes {
+        return Err(fail(
+            Problem::new(StatusCode::URI_TOO_LONG, "uri_too_long"),
+            &mut outcome,
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if req.headers().len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+        return Err(fail(
+            Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            &mut outcome,
+        ));
+    }
+    if req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > limits.max_body_bytes)
+    {
+        return Err(fail(
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            &mut outcome,
+        ));
+    }
+
+    // One normalisation, before routing, so routing and every later stage judge the same path.
+    let path = match normalize::normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(fail(
+                Problem::new(StatusCode::BAD_REQUEST, e.reason()).detail(e.detail()),
+                &mut outcome,
+            ));
+        }
+    };
+
+    // Route on host + normalised path + method.
+    let host = request_host(&req);
+    let host_no_port = host.as_deref().map_or("", strip_port);
+    let (route, _params) = match runtime.router.find(host_no_port, &path, req.method()) {
+        Found::Route { route, params } => (route, params),
+        Found::MethodNotAllowed(allowed) => {
+            let allow = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut p = Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                p = p.header(header::ALLOW, v);
+            }
+            return Err(fail(p, &mut outcome));
+        }
+        Found::NotFound => {
+            return Err(fail(
+                Problem::new(StatusCode::NOT_FOUND, "route_not_found"),
+                &mut outcome,
+            ));
+        }
+    };
+    outcome.route = Some(route.name.clone());
+    outcome.upstream = Some(route.upstream.clone());
+
+    // Upstream request: rewritten path, hop-by-hop headers gone, forwarding headers ours, body
+    // streamed through a size limit.
+    let Some(upstream) = runtime.upstreams.get(&route.upstream) else {
+        return Err(fail(
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_unknown"),
+            &mut outcome,
+        ));
+    };
+    let tls = conn.tls.is_some();
+    let (mut parts, body) = req.into_parts();
+    let mut target = route.upstream_path(&path);
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    parts.uri = match target.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            return Err(fail(
+                Problem::new(StatusCode::BAD_REQUEST, "bad_request_target"),
+                &mut outcome,
+            ));
+        }
+    };
+    let host_value = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(
+        &mut parts.headers,
+        runtime.trusted.contains(conn.peer.ip()),
+        conn.peer.ip(),
+        if tls { "https" } else { "http" },
+        host_value.as_ref(),
+    );
+    if let Some(h) = host_value {
+        parts.headers.insert(header::HOST, h);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    // The client as every stage sees it; a client-sent X-Real-IP was dropped with the other
+    // forwarding headers unless a trusted proxy set it.
+    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+        parts.headers.insert("x-real-ip", v);
+    }
+    parts.version = http::Version::HTTP_11;
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody {
+        inner: body,
+        remaining: limits.max_body_bytes,
+        over: Arc::clone(&over_limit),
+    }
+    .boxed();
+
+    let response = match upstream.send(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(_) if over_limit.load(Ordering::Relaxed) => {
+            return Err(fail(
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                &mut outcome,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(upstream = %route.upstream, error = %e, request_id, "upstream request failed");
+            return Err(fail(Problem::new(e.status(), e.reason()), &mut outcome));
+        }
+    };
+
+    // Response filters: hop-by-hop out, security headers in, upstream identity hidden.
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::apply_response_policy(
+        &mut parts.headers,
+        &route.security_headers,
+        tls,
+        route.hide_upstream_identity,
+    );
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    Ok((Response::from_parts(parts, body), outcome))
+}
+
+/// `X-Request-Id` from the client when it is sane, else a fresh random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return id.to_owned();
+    }
+    let n: u128 = rand::random();
+    format!("{n:032x}")
+}
+
+/// HTTP/1.1 `Host`, or the HTTP/2 `:authority`.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<Body> {
+    let host = request_host(req).unwrap_or_default();
+    let host = strip_port(&host);
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut resp = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Streams the request body to the upstream, failing (and flagging it) once more than the limit
+/// has gone through: 413 without ever buffering the body.
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    over: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the configured limit")]
+struct BodyTooLarge;
+
+impl hyper::body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.remaining {
+                        self.over.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_come_off_hosts() {
+        assert_eq!(strip_port("api.example.com:8443"), "api.example.com");
+        assert_eq!(strip_port("api.example.com"), "api.example.com");
+        assert_eq!(strip_port("[2001:db8::1]:443"), "2001:db8::1");
+    }
+}

@@ -1,1 +1,0 @@
-//! Upstream pools (being written).

@@ -1,0 +1,411 @@
+//! Upstream pools: per upstream, a set of endpoints behind keep-alive clients, chosen by a load
+//! balancer that skips endpoints failing active health checks or ejected after failing live
+//! traffic; each request gets a response timeout, retries (idempotent, bodiless requests only,
+//! within a budget) and a circuit breaker.
+//!
+//! [`Upstream::send`] is the only per-request entry point. Per request it takes no lock (the
+//! circuit breaker's mutex is only touched while the upstream is failing) and allocates nothing
+//! beyond what hyper needs, except a copy of the headers when the request may be retried.
+
+mod breaker;
+mod budget;
+mod client;
+mod config;
+mod endpoint;
+mod error;
+mod health;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, uri::PathAndQuery};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
+use tokio::{task::AbortHandle, time::Instant};
+
+use self::{
+    breaker::{Breaker, millis},
+    budget::RetryBudget,
+    client::Clients,
+    config::EndpointAddr,
+    endpoint::{Balancer, Endpoint},
+};
+pub use self::{
+    config::{
+        Balance, CircuitBreaker, HealthCheck, Outlier, Retries, StatusRange, UpstreamConfig,
+        UpstreamTls,
+    },
+    error::{UpstreamError, UpstreamErrorKind},
+};
+use crate::proxy::Body;
+
+/// Every upstream of one configuration generation. Dropping it stops its health checks; requests
+/// still holding an [`Upstream`] finish normally.
+pub struct Upstreams {
+    pools: BTreeMap<String, Arc<Upstream>>,
+    health_tasks: Vec<AbortHandle>,
+}
+
+/// One upstream pool.
+pub struct Upstream {
+    name: Arc<str>,
+    endpoints: Box<[Arc<Endpoint>]>,
+    balancer: Balancer,
+    response_timeout: Duration,
+    outlier_failures: u32,
+    eject_for_ms: u64,
+    max_retries: u32,
+    budget: RetryBudget,
+    breaker: Breaker,
+    /// Origin of the millisecond clock that ejections, the breaker and the budget use (atomics
+    /// hold integers, not `Instant`s). Tokio's clock, so paused-time tests see the same time as
+    /// the timeouts.
+    epoch: Instant,
+}
+
+/// How one attempt ended, judged for outlier ejection, the breaker and retries.
+struct Verdict {
+    /// Counts against the endpoint (connect error, timeout, protocol error, any 5xx).
+    endpoint_failed: bool,
+    /// Counts against the upstream (the same, but only 502/503/504 among statuses: a 500 is the
+    /// application's answer, not a sign that the service is down).
+    upstream_failed: bool,
+    /// Worth another attempt if the request allows it.
+    retryable: bool,
+}
+
+impl Upstreams {
+    /// Builds every pool and, for pools with health checks, spawns their checkers on the current
+    /// tokio runtime. Validates each configuration first.
+    pub fn build(configs: &BTreeMap<String, UpstreamConfig>) -> Result<Self, UpstreamError> {
+        // Built incrementally into `Self`, so that on an error the tasks spawned so far are
+        // aborted by `Drop`.
+        let mut set = Self {
+            pools: BTreeMap::new(),
+            health_tasks: Vec::new(),
+        };
+        for (name, config) in configs {
+            let upstream = Arc::new(Upstream::build(name, config)?);
+            if let Some(check) = &config.health {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(UpstreamError::config(
+                        name,
+                        "health checks need a tokio runtime to run on".into(),
+                    ));
+                }
+                let path: PathAndQuery = check.path.parse().map_err(|_| {
+                    UpstreamError::config(
+                        name,
+                        format!("health.path: `{}` is not a path", check.path),
+                    )
+                })?;
+                for endpoint in upstream.endpoints.iter() {
+                    set.health_tasks.push(health::spawn(
+                        Arc::clone(&upstream.name),
+                        Arc::clone(endpoint),
+                        check.clone(),
+                        path.clone(),
+                    ));
+                }
+            }
+            set.pools.insert(name.clone(), upstream);
+        }
+        Ok(set)
+    }
+
+    /// The pool called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.pools.get(name).cloned()
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        // Each task owns its endpoint and a client handle; aborting them is what lets a replaced
+        // configuration's state be freed (and its endpoints stop being probed).
+        for task in &self.health_tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Upstream {
+    fn build(name: &str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        config
+            .validate()
+            .map_err(|e| UpstreamError::config(name, e))?;
+        let addrs = config
+            .endpoints
+            .iter()
+            .map(|e| EndpointAddr::parse(e).map(|a| (e, a)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| UpstreamError::config(name, e))?;
+        let needs_tls = addrs
+            .iter()
+            .any(|(_, a)| a.scheme == http::uri::Scheme::HTTPS);
+        let clients =
+            Clients::build(config, needs_tls).map_err(|e| UpstreamError::config(name, e))?;
+        let endpoints = addrs
+            .into_iter()
+            .map(|(label, addr)| {
+                let client = if addr.h2c {
+                    clients.h2c.clone()
+                } else {
+                    clients.http.clone()
+                };
+                Arc::new(Endpoint::new(label, addr, client))
+            })
+            .collect();
+        Ok(Self {
+            name: Arc::from(name),
+            endpoints,
+            balancer: Balancer::new(config.balance),
+            response_timeout: config.response_timeout,
+            outlier_failures: config.outlier.consecutive_failures,
+            eject_for_ms: millis(config.outlier.eject_for),
+            max_retries: config.retries.attempts,
+            budget: RetryBudget::new(&config.retries),
+            breaker: Breaker::new(&config.circuit_breaker),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends `req` (origin-form URI, headers already prepared for the upstream) to an endpoint
+    /// and returns the response once its headers arrive.
+    ///
+    /// An endpoint's own error responses come back as responses, not errors: a 503 from the
+    /// application reaches the client as the application sent it (after retries, if allowed).
+    /// Retries: only GET, HEAD, OPTIONS, PUT, DELETE and TRACE whose body is known to be empty
+    /// (`size_hint().exact() == Some(0)`), only after a connect failure, a timeout or a
+    /// 502/503/504, at most `retries.attempts` times, on another endpoint when there is one,
+    /// within the retry budget, and not while the breaker is open or half-open.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let now = self.now_ms();
+        let Some(mut permit) = self.breaker.admit(now) else {
+            return Err(self.error(UpstreamErrorKind::CircuitOpen, None, None));
+        };
+        // A probe gets exactly one attempt: its outcome must say whether the upstream is back.
+        let max_retries = if permit.is_probe() {
+            0
+        } else {
+            self.max_retries
+        };
+        if max_retries > 0 {
+            self.budget.deposit(now);
+        }
+        let (parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // What a retry is rebuilt from. The body is not kept: a retried request is known to have
+        // none. This header copy is the one allocation retries cost, and only retryable
+        // requests pay it.
+        let replay: Option<(Method, HeaderMap)> = (max_retries > 0
+            && is_idempotent(&parts.method)
+            && body.size_hint().exact() == Some(0))
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+
+        let mut first = Some((parts, body));
+        let mut tried = 0u64;
+        let mut retries = 0u32;
+        let Some(mut index) = self.balancer.pick(&self.endpoints, tried, now) else {
+            return Err(self.error(UpstreamErrorKind::NoHealthyEndpoint, None, None));
+        };
+        loop {
+            tried |= 1u64 << index;
+            let endpoint = &self.endpoints[index];
+            let mut req = match (first.take(), &replay) {
+                (Some((parts, body)), _) => Request::from_parts(parts, body),
+                (None, Some((method, headers))) => {
+                    let mut req = Request::new(empty());
+                    *req.method_mut() = method.clone();
+                    *req.headers_mut() = headers.clone();
+                    req
+                }
+                // Unreachable: a retry needs `replay`; stop rather than send a wrong request.
+                (None, None) => {
+                    return Err(self.error(UpstreamErrorKind::Protocol, Some(endpoint), None));
+                }
+            };
+            *req.uri_mut() = endpoint.uri(path.clone());
+            *req.version_mut() = endpoint.version();
+
+            let result = self.attempt(endpoint, req).await;
+            let now = self.now_ms();
+            let verdict = judge(&result);
+            self.record_endpoint(index, verdict.endpoint_failed, now);
+            permit.record(verdict.upstream_failed, now);
+
+            let may_retry = verdict.retryable
+                && replay.is_some()
+                && retries < max_retries
+                && self.breaker.is_closed();
+            if may_retry
+                && let Some(next) = self.balancer.pick(&self.endpoints, tried, now)
+                && self.budget.withdraw(now)
+            {
+                tracing::debug!(
+                    upstream = %self.name,
+                    endpoint = %endpoint.label,
+                    status = result.as_ref().ok().map(|r| r.status().as_u16()),
+                    "retrying on another endpoint"
+                );
+                retries += 1;
+                index = next;
+                continue;
+            }
+            return result;
+        }
+    }
+
+    /// Each endpoint (as configured) and whether it may get traffic now: healthy by the active
+    /// checks and not ejected. For metrics and the admin API; allocates, so not per request.
+    pub fn endpoints_health(&self) -> Vec<(String, bool)> {
+        let now = self.now_ms();
+        self.endpoints
+            .iter()
+            .map(|e| (e.label.to_string(), e.available(now)))
+            .collect()
+    }
+
+    /// One attempt on one endpoint, with the response timeout.
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let _in_flight = endpoint.start();
+        match tokio::time::timeout(self.response_timeout, endpoint.client.request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                // hyper-util marks connector failures (TCP connect, its timeout, TLS handshake)
+                // as connect errors; anything later happened on an established connection.
+                let kind = if e.is_connect() {
+                    UpstreamErrorKind::ConnectFailed
+                } else {
+                    UpstreamErrorKind::Protocol
+                };
+                Err(self.error(kind, Some(endpoint), Some(Box::new(e))))
+            }
+            Err(_) => Err(self.error(UpstreamErrorKind::Timeout, Some(endpoint), None)),
+        }
+    }
+
+    /// Passive outlier detection for one attempt.
+    fn record_endpoint(&self, index: usize, failed: bool, now_ms: u64) {
+        let endpoint = &self.endpoints[index];
+        if !failed {
+            endpoint.succeeded();
+            return;
+        }
+        if !endpoint.failed(self.outlier_failures) {
+            return;
+        }
+        // Never eject the last available endpoint: with nothing left every request would fail
+        // for `eject_for` even after the endpoint recovers, whereas the breaker fails fast for a
+        // shorter time and probes.
+        let others_available = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .any(|(i, e)| i != index && e.available(now_ms));
+        if others_available {
+            endpoint.eject(now_ms.saturating_add(self.eject_for_ms));
+            tracing::warn!(
+                upstream = %self.name,
+                endpoint = %endpoint.label,
+                eject_for_ms = self.eject_for_ms,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+
+    fn error(
+        &self,
+        kind: UpstreamErrorKind,
+        endpoint: Option<&Endpoint>,
+        cause: Option<crate::proxy::BoxError>,
+    ) -> UpstreamError {
+        UpstreamError::new(kind, &self.name, endpoint.map(|e| &e.label), cause)
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+}
+
+fn judge(result: &Result<Response<Incoming>, UpstreamError>) -> Verdict {
+    match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let unavailable = matches!(status, 502..=504);
+            Verdict {
+                endpoint_failed: response.status().is_server_error(),
+                upstream_failed: unavailable,
+                retryable: unavailable,
+            }
+        }
+        Err(e) => Verdict {
+            endpoint_failed: true,
+            upstream_failed: true,
+            retryable: e.is_retryable(),
+        },
+    }
+}
+
+/// RFC 9110 9.2.2 idempotent methods (CONNECT and POST/PATCH are not).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxy runs `send` inside hyper services, which must be `Send`.
+    #[test]
+    fn send_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let upstream: Option<&Upstream> = None;
+        if let Some(u) = upstream {
+            assert_send(&u.send(Request::new(empty())));
+        }
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<Upstreams>();
+        assert_sync::<Upstream>();
+        assert_sync::<UpstreamError>();
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The L7 proxy in process, on loopback ports chosen by the kernel, in front of real hyper
+//! upstreams: routing and normalisation, limits, client identity, header hygiene, problem
+//! responses, TLS through the whole stack, reload under load, graceful shutdown.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use gateway::{config::Config, proxy::server::Proxy};
+use support::backend::Backend;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+fn config(yaml: &str) -> Config {
+    Config::parse(Path::new("test.yaml"), yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+async fn start(yaml: &str) -> Proxy {
+    Proxy::start(&config(yaml)).await.expect("proxy starts")
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Sends raw bytes (exact request target, no client-side normalisation), reads to EOF.
+async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Raw {
+        status,
+        head: head.to_owned(),
+        body: dechunk(head, body),
+    }
+}
+
+fn dechunk(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+async fn get(addr: SocketAddr, target: &str, extra: &str) -> Raw {
+    raw(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n{extra}\r\n")
+            .as_bytes(),
+    )
+    .await
+}
+
+fn two_backends_yaml(admin: &Backend, public: &Backend, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams:
+  admin: {{ endpoints: ["{}"] }}
+  public: {{ endpoints: ["{}"] }}
+routes:
+  - {{ name: admin, match: {{ prefix: /admin, case_insensitive: true }}, upstream: admin }}
+  - {{ name: orders, match: {{ path: "/orders/{{id}}", methods: [GET, DELETE] }}, upstream: public }}
+  - {{ name: public, match: {{ prefix: / }}, upstream: public }}
+{extra}"#,
+        admin.url(),
+        public.url()
+    )
+}
+
+#[tokio::test]
+async fn bypass_attempts_against_a_protected_prefix_never_reach_the_open_route() {
+    let (admin, public) = (
+        Backend::start("admin").await,
+        Backend::start("public").await,
+    );
+    let proxy = start(&two_backends_yaml(&admin, &public, "")).await;
+    let addr = proxy.addr("main").expect("listener");
+
+    // (request target, expected status, expected backend if 200, path the upstream must see)
+    let table: &[(&str, u16, &str, &str)] = &[
+        ("/admin/users", 200, "admin", "/admin/users"),
+        ("//admin/users", 200, "admin", "/admin/users"),
+        ("/public/../admin/users", 200, "admin", "/admin/users"),
+        ("/%2e%2e/admin/users", 200, "admin", "/admin/users"),
+        ("/x/%2E%2E/admin/users", 200, "admin", "/admin/users"),
+        ("/%61dmin/users", 200, "admin", "/admin/users"),
+        ("/Admin/users", 200, "admin", "/Admin/users"),
+        ("/ADMIN", 200, "admin", "/ADMIN"),
+        ("/admin%2fusers", 400, "", ""),
+        ("/admin%2Fusers", 400, "", ""),
+        ("/admin;jsessionid=x/users", 400, "", ""),
+        ("/admin%3busers", 400, "", ""),
+        ("/admin%5cusers", 400, "", ""),
+        ("/admin\\users", 400, "", ""),
+        ("/admin%00", 400, "", ""),
+        ("/admin%zz", 400, "", ""),
+        ("/adminx", 200, "public", "/adminx"),
+        ("/public/a//b/./c", 200, "public", "/public/a/b/c"),
+        ("/orders/42?x=1", 200, "public", "/orders/42?x=1"),
+    ];
+    for (target, status, backend, seen) in table {
+        let r = get(addr, target, "").await;
+        assert_eq!(r.status, *status, "{target}: {r:?}");
+        if *status == 200 {
+            let j = r.json();
+            assert_eq!(j["backend"], *backend, "{target}");
+            assert_eq!(j["path"], *seen, "{target}");
+        } else {
+            assert_eq!(
+                r.header("content-type").as_deref(),
+                Some("application/problem+json"),
+                "{target}: {r:?}"
+            );
+        }
+    }
+
+    // 404 and 405 are problems too, with the request id; 405 says what is allowed.
+    let r = get(addr, "/orders/42", "").await;
+    assert_eq!(r.status, 200);
+    let r = raw(
+        addr,
+        b"POST /orders/42 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // The catch-all route takes POSTs, so this goes to `public`; a host-limited router shows 405:
+    assert_eq!(r.status, 200);
+    drop(proxy);
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ public: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ path: "/orders/{{id}}", methods: [GET, DELETE] }}, upstream: public }}]
+"#,
+        public.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let r = raw(
+        addr,
+        b"POST /orders/42 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(r.header("allow").as_deref(), Some("GET, DELETE"));
+    let j = r.json();
+    assert_eq!(j["code"], "method_not_allowed");
+    assert_eq!(
+        Some(j["request_id"].as_str().unwrap_or_default().to_owned()),
+        r.header("x-request-id")
+    );
+    let r = get(addr, "/nothing", "X-Request-Id: trace-abc-123\r\n").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "route_not_found");
+    assert_eq!(r.json()["request_id"], "trace-abc-123");
+    assert!(admin.hits() > 0 && public.hits() > 0);
+}
+
+#[tokio::test]
+async fn size_limits_answer_431_414_413() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+http: {{ max_headers: 20, max_uri_bytes: 1KiB, max_body_bytes: 1KiB }}
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = get(addr, "/", &many).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    assert_eq!(r.json()["code"], "headers_too_large");
+
+    let long = format!("/{}", "a".repeat(2000));
+    let r = get(addr, &long, "").await;
+    assert_eq!(r.status, 414, "{r:?}");
+
+    // Declared too large: refused before reading the body.
+    let r = raw(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413, "{r:?}");
+    // Chunked, found too large while streaming.
+    let mut req =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        req.extend_from_slice(b"200\r\n");
+        req.extend_from_slice(&[b'x'; 0x200]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = raw(addr, &req).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    // Within limits: forwarded whole.
+    let r = raw(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["body_len"], 10);
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_while_others_are_served() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+http: {{ header_timeout: 300ms }}
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    // Normal clients are served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/", "").await.status, 200);
+    }
+    let started = Instant::now();
+    for mut s in slow {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("slow connection left open");
+        // Closed (0 bytes or reset), possibly after a 408.
+        if let Ok(n) = n
+            && n > 0
+        {
+            assert!(
+                String::from_utf8_lossy(&buf[..n]).contains("408"),
+                "unexpected answer"
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn client_identity_trusts_forwarding_headers_only_from_trusted_proxies() {
+    let b = Backend::start("b").await;
+    let yaml = |trusted: &str, proxy_protocol: bool| {
+        format!(
+            r#"
+listeners: [{{ name: main, address: "127.0.0.1:0", proxy_protocol: {proxy_protocol} }}]
+trusted_proxies: [{trusted}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+            b.url()
+        )
+    };
+    // Untrusted peer: its forged headers are replaced.
+    let proxy = start(&yaml("10.0.0.0/8", false)).await;
+    let addr = proxy.addr("main").expect("listener");
+    let j = get(
+        addr,
+        "/",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n",
+    )
+    .await
+    .json();
+    assert_eq!(j["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(j["headers"]["x-real-ip"], "127.0.0.1");
+    assert!(j["headers"].get("forwarded").is_none(), "{j}");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(j["headers"]["x-forwarded-host"], "api.test");
+    drop(proxy);
+
+    // Trusted peer: the rightmost untrusted hop is the client; the chain is extended.
+    let proxy = start(&yaml("127.0.0.0/8", false)).await;
+    let addr = proxy.addr("main").expect("listener");
+    let j = get(addr, "/", "X-Forwarded-For: 6.6.6.6, 198.51.100.7\r\n")
+        .await
+        .json();
+    assert_eq!(j["headers"]["x-real-ip"], "198.51.100.7");
+    assert_eq!(
+        j["headers"]["x-forwarded-for"],
+        "6.6.6.6, 198.51.100.7, 127.0.0.1"
+    );
+    drop(proxy);
+
+    // PROXY protocol from a trusted balancer.
+    let proxy = start(&yaml("127.0.0.0/8", true)).await;
+    let addr = proxy.addr("main").expect("listener");
+    let r = raw(
+        addr,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.json()["headers"]["x-real-ip"], "203.0.113.9");
+    // No header where one is required: closed without an answer.
+    let r = get(addr, "/", "").await;
+    assert_eq!(r.status, 0, "{r:?}");
+    drop(proxy);
+
+    // PROXY protocol from a peer that is not a trusted balancer: refused.
+    let proxy = start(&yaml("10.0.0.0/8", true)).await;
+    let addr = proxy.addr("main").expect("listener");
+    let r = raw(
+        addr,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 0, "{r:?}");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_never_cross_and_upstream_identity_is_hidden() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes:
+  - match: {{ prefix: / }}
+    upstream: b
+    security_headers: {{ extra: {{ Permissions-Policy: "geolocation=()" }} }}
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let r = get(
+        addr,
+        "/",
+        "Connection: X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n",
+    )
+    .await;
+    let j = r.json();
+    assert!(j["headers"].get("x-secret-hop").is_none(), "{j}");
+    assert!(j["headers"].get("keep-alive").is_none(), "{j}");
+    assert_eq!(j["headers"]["x-kept"], "yes");
+    assert!(
+        j["headers"]["x-request-id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 32),
+        "{j}"
+    );
+    assert_eq!(r.header("server"), None, "{r:?}");
+    assert_eq!(r.header("x-powered-by"), None);
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(
+        r.header("permissions-policy").as_deref(),
+        Some("geolocation=()")
+    );
+    // Plain HTTP: no HSTS.
+    assert_eq!(r.header("strict-transport-security"), None);
+}
+
+#[tokio::test]
+async fn upstream_failures_are_problem_responses() {
+    // A port with nothing listening.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let slow = Backend::start("slow").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams:
+  down: {{ endpoints: ["http://{closed}"], retries: {{ attempts: 0 }} }}
+  slow: {{ endpoints: ["{}"], response_timeout: 200ms, retries: {{ attempts: 0 }} }}
+routes:
+  - {{ match: {{ prefix: /down }}, upstream: down }}
+  - {{ match: {{ prefix: /slow }}, upstream: slow }}
+"#,
+        slow.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let r = get(addr, "/down", "").await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert!(
+        r.json()["code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("upstream_")),
+        "{r:?}"
+    );
+    assert!(
+        !r.body.contains(&closed.port().to_string()),
+        "internals leaked: {}",
+        r.body
+    );
+    let started = Instant::now();
+    let r = get(addr, "/slow/2000", "").await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn tls_end_to_end_h2_and_h1_with_hsts_and_mtls() {
+    let pki = support::pki::Pki::new();
+    let server = pki.server("api", &["api.example.com"]);
+    let client_cert = pki.client("client", "svc-a", vec![]);
+    let b = Backend::start("b").await;
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: "127.0.0.1:0"
+    tls: {{ certificates: [{{ cert: "{}", key: "{}" }}] }}
+  - name: mtls
+    address: "127.0.0.1:0"
+    tls: {{ certificates: [{{ cert: "{}", key: "{}" }}], client_auth: required, client_ca: "{}" }}
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+        server.cert.display(),
+        server.key.display(),
+        server.cert.display(),
+        server.key.display(),
+        pki.ca_pem.display(),
+        b.url()
+    );
+    let proxy = start(&yaml).await;
+    for (alpn, want) in [
+        ("h2", http::Version::HTTP_2),
+        ("http/1.1", http::Version::HTTP_11),
+    ] {
+        let cfg = pki.client_config(&[&rustls::version::TLS13], &[alpn], None);
+        let resp = tls_get(proxy.addr("tls").expect("tls"), cfg, "/hello")
+            .await
+            .expect("tls request");
+        assert_eq!(resp.0, 200);
+        assert_eq!(resp.1, want);
+        assert!(
+            resp.2.get("strict-transport-security").is_some(),
+            "no HSTS on TLS"
+        );
+        assert!(
+            resp.3.contains("\"x-forwarded-proto\":\"https\""),
+            "{}",
+            resp.3
+        );
+    }
+    // mTLS listener: no certificate, no service; a CA-signed one, served.
+    let cfg = pki.client_config(&[&rustls::version::TLS13], &["http/1.1"], None);
+    assert!(
+        tls_get(proxy.addr("mtls").expect("mtls"), cfg, "/")
+            .await
+            .is_err()
+    );
+    let cfg = pki.client_config(
+        &[&rustls::version::TLS13],
+        &["http/1.1"],
+        Some(&client_cert),
+    );
+    let resp = tls_get(proxy.addr("mtls").expect("mtls"), cfg, "/")
+        .await
+        .expect("mtls request");
+    assert_eq!(resp.0, 200);
+}
+
+/// One request over TLS (SNI api.example.com); (status, version, headers, body).
+async fn tls_get(
+    addr: SocketAddr,
+    cfg: rustls::ClientConfig,
+    path: &str,
+) -> Result<(u16, http::Version, http::HeaderMap, String), Box<dyn std::error::Error + Send + Sync>>
+{
+    use http_body_util::BodyExt as _;
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from("api.example.com")?;
+    let tls = connector.connect(name, tcp).await?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let req = http::Request::get(format!("https://api.example.com{path}"))
+        .header("host", "api.example.com")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let resp = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        send.send_request(req).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        send.send_request(req).await?
+    };
+    let (parts, body) = resp.into_parts();
+    let body = String::from_utf8_lossy(&body.collect().await?.to_bytes()).into_owned();
+    Ok((parts.status.as_u16(), parts.version, parts.headers, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_fails_no_request_and_a_bad_reload_changes_nothing() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let yaml = |target: &Backend| {
+        format!(
+            r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ u: {{ endpoints: ["{}"], health: {{ path: /, interval: 50ms }} }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: u }}]
+"#,
+            target.url()
+        )
+    };
+    let proxy = Arc::new(start(&yaml(&a)).await);
+    let addr = proxy.addr("main").expect("listener");
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (failures, done, stop) = (Arc::clone(&failures), Arc::clone(&done), Arc::clone(&stop));
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = get(addr, "/", "").await;
+                if r.status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let (ya, yb) = (config(&yaml(&a)), config(&yaml(&b)));
+    for i in 0..50 {
+        proxy
+            .reload(if i % 2 == 0 { &yb } else { &ya })
+            .expect("reload");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.expect("load task");
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 50,
+        "too little load to mean anything"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    // The last reload (i = 49) installed `a`.
+    assert_eq!(get(addr, "/", "").await.json()["backend"], "a");
+
+    // A file whose route names an unknown upstream is refused whole, with its line; the
+    // running generation keeps serving.
+    let bad = yaml(&b).replace("upstream: u", "upstream: nope");
+    let err = Config::parse(Path::new("test.yaml"), &bad).expect_err("bad file accepted");
+    assert!(err.to_string().starts_with("test.yaml:5:"), "{err}");
+    assert_eq!(get(addr, "/", "").await.json()["backend"], "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let inflight = tokio::spawn(async move { get(addr, "/slow/300", "").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.shutdown(Duration::from_secs(5)).await;
+    let r = inflight.await.expect("request task");
+    assert_eq!(r.status, 200, "in-flight request cut: {r:?}");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
