@@ -76,7 +76,9 @@ impl Backend {
             // Owned by the accept loop, so aborting it aborts every connection too.
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 shared.connections.fetch_add(1, Relaxed);
                 let state = Arc::clone(&shared);
                 let proto = proto.clone();
@@ -94,10 +96,13 @@ impl Backend {
                                 .await;
                         }
                         Proto::Tls(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else { return };
-                            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(tls), service)
-                                .await;
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(tls), service)
+                                    .await;
                         }
                     }
                 });
@@ -140,7 +145,10 @@ impl Drop for Backend {
 
 /// `/healthz` answers `health_status`; `/slow...` waits 1.5 s; anything else waits `delay_ms`
 /// and answers `status`. Every answer says which HTTP version it came over.
-async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let version = format!("{:?}", req.version());
     let path = req.uri().path().to_owned();
     let _ = req.into_body().collect().await;
@@ -149,7 +157,11 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         state.health_status.load(Relaxed)
     } else {
         state.hits.fetch_add(1, Relaxed);
-        let delay = if path.starts_with("/slow") { 1500 } else { state.delay_ms.load(Relaxed) };
+        let delay = if path.starts_with("/slow") {
+            1500
+        } else {
+            state.delay_ms.load(Relaxed)
+        };
         if delay > 0 {
             sleep(Duration::from_millis(delay)).await;
         }
@@ -190,8 +202,12 @@ fn pool(set: &Upstreams) -> Arc<Upstream> {
 
 fn request(method: Method, path: &str, body: Option<&'static str>) -> Request<Body> {
     let body = match body {
-        Some(text) => Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed(),
-        None => Empty::<Bytes>::new().map_err(|never| match never {}).boxed(),
+        Some(text) => Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+        None => Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
     };
     let mut req = Request::new(body);
     *req.method_mut() = method;
@@ -201,7 +217,10 @@ fn request(method: Method, path: &str, body: Option<&'static str>) -> Request<Bo
 
 /// Sends and reads the whole response (so the connection can be reused); the status and the
 /// HTTP version the backend saw.
-async fn send(upstream: &Upstream, req: Request<Body>) -> Result<(StatusCode, String), UpstreamError> {
+async fn send(
+    upstream: &Upstream,
+    req: Request<Body>,
+) -> Result<(StatusCode, String), UpstreamError> {
     let response = upstream.send(req).await?;
     let status = response.status();
     let version = response
@@ -215,7 +234,9 @@ async fn send(upstream: &Upstream, req: Request<Body>) -> Result<(StatusCode, St
 }
 
 async fn get(upstream: &Upstream, path: &str) -> Result<StatusCode, UpstreamError> {
-    send(upstream, request(Method::GET, path, None)).await.map(|(status, _)| status)
+    send(upstream, request(Method::GET, path, None))
+        .await
+        .map(|(status, _)| status)
 }
 
 /// Polls `condition` every 10 ms until it holds; panics naming `what` after `WAIT`.
@@ -241,7 +262,11 @@ const LENIENT: &str = "  circuit_breaker: { consecutive_failures: 1000 }\n  outl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests_and_reuses_connections() {
-    let backends = [Backend::http().await, Backend::http().await, Backend::http().await];
+    let backends = [
+        Backend::http().await,
+        Backend::http().await,
+        Backend::http().await,
+    ];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
     let set = upstreams(&urls, "");
     let u = pool(&set);
@@ -252,7 +277,11 @@ async fn round_robin_spreads_requests_and_reuses_connections() {
         assert!((9..=11).contains(&b.hits()), "uneven spread: {}", b.hits());
         // Keep-alive: sequential requests reuse the pooled connection.
         let connections = b.state.connections.load(Relaxed);
-        assert!(connections < 5, "{connections} connections for {} requests", b.hits());
+        assert!(
+            connections < 5,
+            "{connections} connections for {} requests",
+            b.hits()
+        );
     }
 }
 
@@ -260,25 +289,46 @@ async fn round_robin_spreads_requests_and_reuses_connections() {
 async fn least_requests_prefers_the_idle_endpoint() {
     let backends = [Backend::http().await, Backend::http().await];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
-    let set = upstreams(&urls, "  balance: least_requests\n  retries: { attempts: 0 }\n");
+    let set = upstreams(
+        &urls,
+        "  balance: least_requests\n  retries: { attempts: 0 }\n",
+    );
     let u = pool(&set);
     let slow = tokio::spawn({
         let u = Arc::clone(&u);
         async move { get(&u, "/slow").await }
     });
-    eventually("the slow request to arrive", || backends.iter().any(|b| b.hits() == 1)).await;
-    let (busy, idle) = if backends[0].hits() == 1 { (0, 1) } else { (1, 0) };
+    eventually("the slow request to arrive", || {
+        backends.iter().any(|b| b.hits() == 1)
+    })
+    .await;
+    let (busy, idle) = if backends[0].hits() == 1 {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
     for _ in 0..10 {
         assert_eq!(get(&u, "/fast").await.expect("request"), StatusCode::OK);
     }
-    assert_eq!(backends[idle].hits(), 10, "every fast request went to the idle endpoint");
+    assert_eq!(
+        backends[idle].hits(),
+        10,
+        "every fast request went to the idle endpoint"
+    );
     assert_eq!(backends[busy].hits(), 1, "none joined the slow one");
-    assert_eq!(slow.await.expect("task").expect("slow request"), StatusCode::OK);
+    assert_eq!(
+        slow.await.expect("task").expect("slow request"),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_check_ejects_and_restores() {
-    let backends = [Backend::http().await, Backend::http().await, Backend::http().await];
+    let backends = [
+        Backend::http().await,
+        Backend::http().await,
+        Backend::http().await,
+    ];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
     let health = "  health: { path: /healthz, interval: 100ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n";
     let set = upstreams(&urls, health);
@@ -286,9 +336,16 @@ async fn active_health_check_ejects_and_restores() {
     let sick = &backends[2];
     sick.set_health(500);
     let start = Instant::now();
-    eventually("the failing endpoint to be ejected", || !health_of(&u, &urls[2])).await;
+    eventually("the failing endpoint to be ejected", || {
+        !health_of(&u, &urls[2])
+    })
+    .await;
     // interval * threshold plus up to one interval of start-up jitter, with slack for CI.
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
 
     let before = sick.hits();
     for _ in 0..30 {
@@ -298,11 +355,17 @@ async fn active_health_check_ejects_and_restores() {
     assert_eq!(backends[0].hits() + backends[1].hits(), 30);
 
     sick.set_health(200);
-    eventually("the recovered endpoint to return", || health_of(&u, &urls[2])).await;
+    eventually("the recovered endpoint to return", || {
+        health_of(&u, &urls[2])
+    })
+    .await;
     for _ in 0..30 {
         get(&u, "/").await.expect("request");
     }
-    assert!(sick.hits() > before, "a recovered endpoint gets traffic again");
+    assert!(
+        sick.hits() > before,
+        "a recovered endpoint gets traffic again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +375,10 @@ async fn no_healthy_endpoint_is_503_without_traffic() {
     let set = upstreams(&[backend.url()], health);
     let u = pool(&set);
     backend.set_health(503);
-    eventually("the endpoint to be unhealthy", || !health_of(&u, &backend.url())).await;
+    eventually("the endpoint to be unhealthy", || {
+        !health_of(&u, &backend.url())
+    })
+    .await;
     let err = get(&u, "/").await.expect_err("nothing to send to");
     assert_eq!(err.kind(), UpstreamErrorKind::NoHealthyEndpoint);
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -331,12 +397,18 @@ async fn refusing_endpoint_is_ejected_while_retries_hide_it() {
     );
     let u = pool(&set);
     for i in 0..30 {
-        let status = get(&u, "/").await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let status = get(&u, "/")
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(status, StatusCode::OK);
     }
     assert!(!health_of(&u, &closed), "the refusing endpoint is ejected");
     assert!(health_of(&u, &urls[0]) && health_of(&u, &urls[1]));
-    assert_eq!(backends[0].hits() + backends[1].hits(), 30, "every request served once");
+    assert_eq!(
+        backends[0].hits() + backends[1].hits(),
+        30,
+        "every request served once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,13 +444,23 @@ async fn requests_with_a_body_or_unsafe_methods_are_not_retried() {
     for method in [Method::POST, Method::PUT] {
         let mut statuses = Vec::new();
         for _ in 0..2 {
-            let (status, _) = send(&u, request(method.clone(), "/", Some("payload"))).await.expect("answer");
+            let (status, _) = send(&u, request(method.clone(), "/", Some("payload")))
+                .await
+                .expect("answer");
             statuses.push(status);
         }
         statuses.sort();
-        assert_eq!(statuses, [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE], "{method}");
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+            "{method}"
+        );
     }
-    assert_eq!((unavailable.hits(), good.hits()), (2, 2), "one attempt per request");
+    assert_eq!(
+        (unavailable.hits(), good.hits()),
+        (2, 2),
+        "one attempt per request"
+    );
 
     // A POST that cannot connect fails with 502; even an empty POST is not retried.
     let good = Backend::http().await;
@@ -390,12 +472,19 @@ async fn requests_with_a_body_or_unsafe_methods_are_not_retried() {
             failures.push(e);
         }
     }
-    assert_eq!(failures.len(), 2, "round robin sent half to the closed port, none retried");
+    assert_eq!(
+        failures.len(),
+        2,
+        "round robin sent half to the closed port, none retried"
+    );
     for e in &failures {
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(e.reason(), "upstream_connect_failed");
         assert_eq!(e.upstream(), "u");
-        assert!(e.endpoint().is_some_and(|ep| ep.starts_with("http://127.0.0.1:")));
+        assert!(
+            e.endpoint()
+                .is_some_and(|ep| ep.starts_with("http://127.0.0.1:"))
+        );
     }
     assert_eq!(good.hits(), 2);
 }
@@ -409,23 +498,31 @@ async fn retry_budget_caps_a_burst_of_failures() {
             tasks.spawn(async move { get(&u, "/").await });
         }
         while let Some(result) = tasks.join_next().await {
-            assert_eq!(result.expect("task").expect("answer"), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                result.expect("task").expect("answer"),
+                StatusCode::SERVICE_UNAVAILABLE
+            );
         }
     }
 
     // 20% of 20 requests: at most 4 retries, with no per-second reserve.
     let failing = Backend::http().await;
     failing.set_status(503);
-    let extra = format!("{LENIENT}  retries: {{ attempts: 2, budget_ratio: 0.2, min_per_second: 0 }}\n");
+    let extra =
+        format!("{LENIENT}  retries: {{ attempts: 2, budget_ratio: 0.2, min_per_second: 0 }}\n");
     let set = upstreams(&[failing.url()], &extra);
     burst(&pool(&set), 20).await;
     let hits = failing.hits();
-    assert!((20..=24).contains(&hits), "{hits} hits: 20 requests + at most 4 retries");
+    assert!(
+        (20..=24).contains(&hits),
+        "{hits} hits: 20 requests + at most 4 retries"
+    );
 
     // The same burst with a reserve that covers it: every request is tried three times.
     let failing = Backend::http().await;
     failing.set_status(503);
-    let extra = format!("{LENIENT}  retries: {{ attempts: 2, budget_ratio: 0.2, min_per_second: 100 }}\n");
+    let extra =
+        format!("{LENIENT}  retries: {{ attempts: 2, budget_ratio: 0.2, min_per_second: 100 }}\n");
     let set = upstreams(&[failing.url()], &extra);
     burst(&pool(&set), 20).await;
     assert_eq!(failing.hits(), 60);
@@ -435,7 +532,10 @@ async fn retry_budget_caps_a_burst_of_failures() {
 async fn slow_endpoint_times_out_with_504() {
     let slow = Backend::http().await;
     slow.state.delay_ms.store(3000, Relaxed);
-    let set = upstreams(&[slow.url()], "  response_timeout: 200ms\n  retries: { attempts: 0 }\n");
+    let set = upstreams(
+        &[slow.url()],
+        "  response_timeout: 200ms\n  retries: { attempts: 0 }\n",
+    );
     let u = pool(&set);
     let start = Instant::now();
     let err = get(&u, "/").await.expect_err("too slow");
@@ -443,7 +543,10 @@ async fn slow_endpoint_times_out_with_504() {
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(err.reason(), "upstream_timeout");
     assert!(err.is_retryable());
-    assert!(took >= Duration::from_millis(190) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,23 +559,40 @@ async fn circuit_breaker_fails_fast_then_probes_closed() {
     );
     let u = pool(&set);
     for _ in 0..3 {
-        assert_eq!(get(&u, "/").await.expect("answer"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(&u, "/").await.expect("answer"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
     for _ in 0..10 {
         let start = Instant::now();
         let err = get(&u, "/").await.expect_err("open");
-        assert!(start.elapsed() < Duration::from_millis(100), "fail fast: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "fail fast: {:?}",
+            start.elapsed()
+        );
         assert_eq!(err.kind(), UpstreamErrorKind::CircuitOpen);
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.reason(), "upstream_circuit_open");
     }
-    assert_eq!(backend.hits(), 3, "an open breaker does not touch the network");
+    assert_eq!(
+        backend.hits(),
+        3,
+        "an open breaker does not touch the network"
+    );
 
     // Still failing after open_for: the probe fails and the breaker opens again.
     sleep(Duration::from_millis(350)).await;
-    assert_eq!(get(&u, "/").await.expect("probe"), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&u, "/").await.expect("probe"),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(backend.hits(), 4);
-    assert_eq!(get(&u, "/").await.expect_err("open again").reason(), "upstream_circuit_open");
+    assert_eq!(
+        get(&u, "/").await.expect_err("open again").reason(),
+        "upstream_circuit_open"
+    );
 
     // Recovered: the next probe closes it.
     backend.set_status(200);
@@ -489,11 +609,17 @@ async fn h2c_endpoint_speaks_http2_with_prior_knowledge() {
     let set = upstreams(&[format!("h2c://{}", backend.addr)], "");
     let u = pool(&set);
     for _ in 0..5 {
-        let (status, version) = send(&u, request(Method::GET, "/", None)).await.expect("h2c");
+        let (status, version) = send(&u, request(Method::GET, "/", None))
+            .await
+            .expect("h2c");
         assert_eq!(status, StatusCode::OK);
         assert_eq!(version, "HTTP/2.0");
     }
-    assert_eq!(backend.state.connections.load(Relaxed), 1, "one multiplexed connection");
+    assert_eq!(
+        backend.state.connections.load(Relaxed),
+        1,
+        "one multiplexed connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,43 +629,70 @@ async fn https_endpoint_negotiates_h2_and_checks_the_certificate() {
     let url = format!("https://{}", backend.addr);
     let ca = pki.ca_path.display().to_string();
 
-    let set = upstreams(std::slice::from_ref(&url), &format!("  tls: {{ ca: \"{ca}\", server_name: localhost }}\n"));
-    let (status, version) = send(&pool(&set), request(Method::GET, "/", None)).await.expect("https");
-    assert_eq!((status, version.as_str()), (StatusCode::OK, "HTTP/2.0"), "ALPN chose h2");
+    let set = upstreams(
+        std::slice::from_ref(&url),
+        &format!("  tls: {{ ca: \"{ca}\", server_name: localhost }}\n"),
+    );
+    let (status, version) = send(&pool(&set), request(Method::GET, "/", None))
+        .await
+        .expect("https");
+    assert_eq!(
+        (status, version.as_str()),
+        (StatusCode::OK, "HTTP/2.0"),
+        "ALPN chose h2"
+    );
 
     // The certificate does not name 127.0.0.1: without the server_name override it is refused.
-    let set = upstreams(std::slice::from_ref(&url), &format!("  tls: {{ ca: \"{ca}\" }}\n  retries: {{ attempts: 0 }}\n"));
+    let set = upstreams(
+        std::slice::from_ref(&url),
+        &format!("  tls: {{ ca: \"{ca}\" }}\n  retries: {{ attempts: 0 }}\n"),
+    );
     let err = get(&pool(&set), "/").await.expect_err("name mismatch");
     assert_eq!(err.reason(), "upstream_connect_failed");
     assert!(err.to_string().contains("certificate"), "{err}");
 
     // verify: false accepts it anyway (test rigs).
     let set = upstreams(&[url], "  tls: { verify: false }\n");
-    assert_eq!(get(&pool(&set), "/").await.expect("unverified"), StatusCode::OK);
+    assert_eq!(
+        get(&pool(&set), "/").await.expect("unverified"),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_a_build_error() {
-    let err = try_upstreams(&["https://127.0.0.1:1".into()], "  tls: { ca: /nonexistent/ca.pem }\n")
-        .err()
-        .expect("missing CA file");
+    let err = try_upstreams(
+        &["https://127.0.0.1:1".into()],
+        "  tls: { ca: /nonexistent/ca.pem }\n",
+    )
+    .err()
+    .expect("missing CA file");
     assert_eq!(err.kind(), UpstreamErrorKind::Config);
     assert!(err.to_string().contains("tls.ca"), "{err}");
-    let err = try_upstreams(&["ftp://127.0.0.1:1".into()], "").err().expect("bad scheme");
+    let err = try_upstreams(&["ftp://127.0.0.1:1".into()], "")
+        .err()
+        .expect("bad scheme");
     assert!(err.to_string().contains("endpoints[0]"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_upstreams_stops_health_checks() {
     let backend = Backend::http().await;
-    let set = upstreams(&[backend.url()], "  health: { path: /healthz, interval: 50ms }\n");
+    let set = upstreams(
+        &[backend.url()],
+        "  health: { path: /healthz, interval: 50ms }\n",
+    );
     eventually("health checks to run", || backend.health_hits() >= 3).await;
     drop(set);
     // A check already in flight may still land.
     sleep(Duration::from_millis(100)).await;
     let after_drop = backend.health_hits();
     sleep(Duration::from_millis(400)).await;
-    assert_eq!(backend.health_hits(), after_drop, "no checks after the set is dropped");
+    assert_eq!(
+        backend.health_hits(),
+        after_drop,
+        "no checks after the set is dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,7 +706,10 @@ async fn a_thousand_reloads_leave_no_tasks_behind() {
         drop(set);
         assert!(weak.upgrade().is_none(), "the pool is freed with its set");
     }
-    eventually("aborted health-check tasks to finish", || metrics.num_alive_tasks() <= baseline).await;
+    eventually("aborted health-check tasks to finish", || {
+        metrics.num_alive_tasks() <= baseline
+    })
+    .await;
 }
 
 /// A CA and a `localhost` server certificate it signed; the CA is written to a temporary file
@@ -581,18 +737,24 @@ impl TestPki {
         let ca_path = std::env::temp_dir().join(format!(
             "gateway-upstream-test-ca-{}-{}.pem",
             std::process::id(),
-            ca_key.public_key_raw().iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+            ca_key
+                .public_key_raw()
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ));
         std::fs::write(&ca_path, ca.pem()).expect("write CA");
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_no_client_auth()
-                .with_single_cert(vec![leaf.der().clone()], key)
-                .expect("server certificate");
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("server certificate");
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self { ca_path, server }
     }
