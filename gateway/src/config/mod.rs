@@ -105,12 +105,36 @@ impl Config {
                 reason,
             }
         })?;
+        let mut config = config;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         config.validate().map_err(|(key, reason)| ConfigError {
             file: path.to_owned(),
             line: line_of(text, key),
             reason,
         })?;
         Ok(config)
+    }
+
+    /// Relative file names in the file are relative to the file, not to the working directory
+    /// the daemon happened to start in.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.state_dir);
+        for l in &mut self.listeners {
+            if let Some(tls) = &mut l.tls {
+                for pair in &mut tls.certificates {
+                    fix(&mut pair.cert);
+                    fix(&mut pair.key);
+                }
+                if let Some(ca) = &mut tls.client_ca {
+                    fix(ca);
+                }
+            }
+        }
     }
 
     /// Checks what types alone cannot; the error names the offending key.
