@@ -104,6 +104,9 @@ pub mod reason {
     pub const RATE_LIMIT: u16 = 7;
     pub const BOT: u16 = 8;
     pub const REPUTATION: u16 = 9;
+    /// Requests built to slip past the gateway (encoded slashes, path parameters, oversized or
+    /// malformed heads): someone probing, not a confused client.
+    pub const PROTOCOL_ABUSE: u16 = 10;
 
     pub const fn name(reason: u16) -> &'static str {
         match reason {
@@ -116,6 +119,7 @@ pub mod reason {
             RATE_LIMIT => "rate-limit",
             BOT => "bot",
             REPUTATION => "reputation",
+            PROTOCOL_ABUSE => "protocol-abuse",
             _ => "unspecified",
         }
     }

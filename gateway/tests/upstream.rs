@@ -412,6 +412,23 @@ async fn refusing_endpoint_is_ejected_while_retries_hide_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_available_endpoint_is_never_ejected() {
+    let closed = closed_endpoint().await;
+    let set = upstreams(
+        std::slice::from_ref(&closed),
+        "  outlier: { consecutive_failures: 1 }\n  circuit_breaker: { consecutive_failures: 1000 }\n",
+    );
+    let u = pool(&set);
+    for _ in 0..5 {
+        let err = get(&u, "/").await.expect_err("nothing listens");
+        // Each request still tries the network: the breaker, not ejection, owns "all down".
+        assert_eq!(err.reason(), "upstream_connect_failed");
+        assert!(err.is_retryable());
+    }
+    assert!(health_of(&u, &closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_is_retried_on_connect_failure_and_503() {
     // Connect failure: every request that starts on the closed port ends on the live one.
     let good = Backend::http().await;

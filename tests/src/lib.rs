@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod raw;
+pub mod topo;
 
 /// `true` when the test may run. Under `CI=true` a missing privilege panics (a skipped
 /// end-to-end test in CI would hide a broken fast path); elsewhere it prints why it skips.

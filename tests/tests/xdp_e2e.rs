@@ -1,12 +1,11 @@
 //! End to end: the real `gateway` binary with its XDP filter attached to a veth in a network
 //! namespace, a second namespace holding the client and attacker addresses, real TCP and UDP.
 //!
-//! Topology (per test): `gw` ns [gw0 198.18.0.1/16, 2001:db8::1/48] <-veth-> `out` ns [out0 with
-//! client, attacker and spare addresses]. Blackhole routes in the root ns keep everything local.
+//! Topology (per test): see `tests::topo`.
 
 use std::{
     io::Read as _,
-    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -14,138 +13,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tests::{
     daemon::{Daemon, Instance},
     frames::{Frame, tcp},
-    netns::{Blackhole, NetNs, veth},
     privileged, raw,
+    topo::*,
 };
-
-const CLIENT: &str = "198.18.0.10";
-const ATTACKER: &str = "198.18.5.66";
-const ATTACKER_NET: &str = "198.18.5.0/24";
-const CLIENT6: &str = "2001:db8:0:1::10";
-const ATTACKER6: &str = "2001:db8:0:5::66";
-const ATTACKER6_SAME64: &str = "2001:db8:0:5::67";
-const OTHER6: &str = "2001:db8:0:6::66";
-const ATTACKER6_NET: &str = "2001:db8:0:5::/64";
-const GW4: &str = "198.18.0.1";
-const GW6: &str = "2001:db8::1";
-const GW_MAC: &str = "02:00:5e:00:00:01";
-
-struct Topo {
-    gw: NetNs,
-    out: NetNs,
-    _blackhole: Blackhole,
-}
-
-fn topo() -> Topo {
-    let blackhole = Blackhole::new();
-    let gw = NetNs::new("gwe2e");
-    let out = NetNs::new("oute2e");
-    veth(&gw, "gw0", &out, "out0");
-    // Fixed MAC and static neighbours: a blocked source cannot resolve the gateway (its ARP
-    // passes, but its IPv6 neighbour solicitations are IP from a blocked source and drop), and
-    // the tests measure the filter, not neighbour discovery.
-    gw.ip(&["link", "set", "gw0", "address", GW_MAC]);
-    gw.ip(&["addr", "add", "198.18.0.1/16", "dev", "gw0"]);
-    gw.ip(&["addr", "add", "2001:db8::1/48", "dev", "gw0", "nodad"]);
-    for a in [CLIENT, ATTACKER, "198.18.5.67", "198.18.9.9"] {
-        out.ip(&["addr", "add", &format!("{a}/16"), "dev", "out0"]);
-    }
-    for a in [CLIENT6, ATTACKER6, ATTACKER6_SAME64, OTHER6] {
-        out.ip(&["addr", "add", &format!("{a}/48"), "dev", "out0", "nodad"]);
-    }
-    for gw_addr in [GW4, GW6] {
-        out.ip(&[
-            "neigh",
-            "replace",
-            gw_addr,
-            "lladdr",
-            GW_MAC,
-            "dev",
-            "out0",
-            "nud",
-            "permanent",
-        ]);
-    }
-    Topo {
-        gw,
-        out,
-        _blackhole: blackhole,
-    }
-}
-
-fn xdp_config(extra: &str) -> String {
-    format!("xdp:\n  interfaces: [gw0]\n  mode: auto\n  sweep_interval: 200ms\n{extra}")
-}
-
-/// A TCP server in the gateway namespace that accepts and closes, on IPv4 and IPv6.
-struct Server {
-    port: u16,
-}
-
-impl Server {
-    fn start(topo: &Topo) -> Self {
-        let (v4, v6) = topo.gw.run(|| {
-            let v4 = TcpListener::bind("0.0.0.0:0").expect("bind v4");
-            let port = v4.local_addr().expect("addr").port();
-            let v6 = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-            v6.set_only_v6(true).expect("v6only");
-            v6.bind(&SockAddr::from(SocketAddr::new(
-                "::".parse().expect("ip"),
-                port,
-            )))
-            .expect("bind v6");
-            v6.listen(128).expect("listen");
-            (v4, TcpListener::from(v6))
-        });
-        let port = v4.local_addr().expect("addr").port();
-        for l in [v4, v6] {
-            std::thread::spawn(move || {
-                for s in l.incoming().flatten() {
-                    drop(s);
-                }
-            });
-        }
-        Self { port }
-    }
-}
-
-/// Whether a TCP connection from `src` (in the outside namespace) to the gateway opens.
-fn connects(topo: &Topo, src: &str, server: &Server) -> bool {
-    let src: IpAddr = src.parse().expect("src");
-    let dst: IpAddr = if src.is_ipv4() { GW4 } else { GW6 }.parse().expect("dst");
-    topo.out.run(|| {
-        let domain = if src.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-        s.bind(&SockAddr::from(SocketAddr::new(src, 0)))
-            .expect("bind source");
-        s.connect_timeout(
-            &SockAddr::from(SocketAddr::new(dst, server.port)),
-            Duration::from_millis(800),
-        )
-        .is_ok()
-    })
-}
-
-/// Sends `count` UDP datagrams of `size` bytes from `src` to the gateway's port 9 as fast as it
-/// can; returns how long sending took.
-fn udp_burst(topo: &Topo, src: &str, count: usize, size: usize) -> Duration {
-    let src: IpAddr = src.parse().expect("src");
-    let dst: IpAddr = if src.is_ipv4() { GW4 } else { GW6 }.parse().expect("dst");
-    topo.out.run(|| {
-        let s = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind");
-        let payload = vec![0x5a; size];
-        let start = Instant::now();
-        for _ in 0..count {
-            // ICMP errors coming back may fail a send; the packet count is what matters.
-            let _ = s.send_to(&payload, SocketAddr::new(dst, 9));
-        }
-        start.elapsed()
-    })
-}
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

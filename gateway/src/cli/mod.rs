@@ -86,6 +86,8 @@ pub enum Command {
     },
     /// Print the man page (roff) to stdout.
     Man,
+    /// Print the JSON Schema of the configuration file (for editors; also in docs/).
+    Schema,
 }
 
 /// The instance a command works on, resolved from flags and the config file.
@@ -171,6 +173,13 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Man => docs::man(),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::config::json_schema())?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -1,14 +1,14 @@
 //! `gateway run`: the daemon. Loads and attaches the XDP filter, applies the file, replays the
 //! audit journal, then serves events, expiry sweeps and signals until SIGTERM.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{Config, XdpMode, XdpSection},
-    defense::Defense,
-    proxy::server::Proxy,
+    defense::{self, Defense, Enforcement, L7Blocks, ViolationSink},
+    proxy::server::{DefenseHooks, Proxy},
     xdp::{Fastpath, RateEvents, XdpError},
 };
 
@@ -24,7 +24,7 @@ pub(super) fn run(path: &Path) -> anyhow::Result<()> {
 /// The running fast path: the attached program, the map writer and the event stream.
 struct Running {
     fastpath: Fastpath,
-    defense: Defense,
+    defense: Arc<Defense>,
     events: RateEvents,
     xdp: XdpSection,
 }
@@ -46,10 +46,36 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
         }
     };
 
+    // The defense loop: evidence from the proxy and the kernel's rate-cap reports in, timed
+    // blocks out (kernel when XDP runs, proxy otherwise).
+    let blocked = Arc::new(L7Blocks::default());
+    let violations: Option<ViolationSink> = config.defense.clone().map(|section| {
+        let mut never: Vec<ipnet::IpNet> = config.trusted_proxies.iter().map(|n| n.0).collect();
+        if let Some(x) = &config.xdp {
+            never.extend(x.management.iter().chain(&x.allow).map(|n| n.0));
+        }
+        tracing::info!(
+            threshold = section.threshold,
+            dry_run = section.dry_run,
+            "defense loop on"
+        );
+        defense::spawn(
+            section,
+            Enforcement {
+                kernel: running.as_ref().map(|r| Arc::clone(&r.defense)),
+                l7: Arc::clone(&blocked),
+                never,
+            },
+        )
+    });
     let proxy = if config.listeners.is_empty() {
         None
     } else {
-        Some(Proxy::start(&config).await?)
+        let hooks = DefenseHooks {
+            blocked: Arc::clone(&blocked),
+            violations: violations.clone(),
+        };
+        Some(Proxy::start_with(&config, hooks).await?)
     };
 
     let mut term = signal(SignalKind::terminate())?;
@@ -88,6 +114,9 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
             }
             batch = next_events(running.as_mut()) => match batch {
                 Ok(events) => for e in events {
+                    if let Some(sink) = &violations {
+                        sink.report(e.source, false, e.cap);
+                    }
                     tracing::warn!(
                         target: "security",
                         source = %e.source,
@@ -137,7 +166,11 @@ fn recoverable(e: &anyhow::Error, xdp: Option<&XdpSection>) -> bool {
 
 fn start(config: &Config, xdp: XdpSection) -> anyhow::Result<Running> {
     let mut fastpath = Fastpath::load(&config.bpffs, &config.instance)?;
-    let defense = Defense::open(&config.bpffs, &config.instance, &config.state_dir)?;
+    let defense = Arc::new(Defense::open(
+        &config.bpffs,
+        &config.instance,
+        &config.state_dir,
+    )?);
     defense.apply_config(&xdp)?;
     let replay = defense.replay()?;
     tracing::info!(

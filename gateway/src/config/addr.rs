@@ -61,3 +61,9 @@ mod tests {
         assert!(e.contains("10.0.0.0/8"), "{e}");
     }
 }
+
+super::string_schema!(
+    Net,
+    "AddressOrCidr",
+    "An IP address or CIDR: 192.0.2.1, 192.0.2.0/24, 2001:db8::/32"
+);

@@ -9,7 +9,7 @@ use super::de_duration;
 use crate::tls::TlsSettings;
 
 /// A socket the proxy accepts connections on.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Names the listener in logs and metrics.
@@ -28,25 +28,30 @@ pub struct ListenerConfig {
 }
 
 /// Limits that protect workers from oversized or slow clients.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {
     /// More request headers than this: 431.
     pub max_headers: usize,
     /// Total bytes of request header names and values: above, 431.
     #[serde(deserialize_with = "de_size")]
+    #[schemars(with = "String")]
     pub max_header_bytes: usize,
     /// Longer request targets (path + query): 414.
     #[serde(deserialize_with = "de_size")]
+    #[schemars(with = "String")]
     pub max_uri_bytes: usize,
     /// Larger request bodies: 413, detected while streaming, never buffered.
     #[serde(deserialize_with = "de_size")]
+    #[schemars(with = "String")]
     pub max_body_bytes: u64,
     /// Time a client gets to send a request's headers (slowloris): then the connection closes.
     #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub header_timeout: Duration,
     /// Time a TLS handshake may take.
     #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub handshake_timeout: Duration,
     /// HTTP/2: concurrent streams per connection.
     pub h2_max_streams: u32,
@@ -71,7 +76,7 @@ impl Default for HttpLimits {
 }
 
 /// A route: which requests go where, and what happens on the way.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Names the route in logs; defaults to its position.
@@ -100,7 +105,7 @@ fn yes() -> bool {
 }
 
 /// What a route matches. Paths are compared after the one normalisation every stage uses.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// `api.example.com` or `*.example.com` (one label); absent matches any host.
@@ -122,7 +127,7 @@ pub struct RouteMatch {
 }
 
 /// Security response headers. `hsts` is only sent on TLS listeners.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityHeaders {
     /// `Strict-Transport-Security` value; empty disables.
@@ -150,7 +155,7 @@ impl Default for SecurityHeaders {
 }
 
 /// Where access log lines go.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLog {
     #[default]

@@ -3,6 +3,7 @@
 //! so a bad file can be rejected without changing anything.
 
 mod addr;
+mod defense;
 mod l7;
 mod xdp;
 
@@ -14,6 +15,7 @@ use std::{
 use serde::Deserialize;
 
 pub use addr::{Net, parse_net};
+pub use defense::DefenseSection;
 pub use l7::{
     AccessLog, HttpLimits, ListenerConfig, RouteConfig, RouteMatch, SecurityHeaders, parse_size,
 };
@@ -30,7 +32,7 @@ pub struct ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Names the pin directory `/sys/fs/bpf/gateway/<instance>` and the state directory.
@@ -63,8 +65,12 @@ pub struct Config {
     /// One JSON line per request.
     #[serde(default)]
     pub access_log: AccessLog,
+    /// Turning evidence into timed blocks; absent means no automatic blocking.
+    #[serde(default)]
+    pub defense: Option<DefenseSection>,
     /// How long SIGTERM waits for requests in flight.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
 }
 
@@ -157,6 +163,9 @@ impl Config {
         if let Some(xdp) = &self.xdp {
             xdp.validate()?;
         }
+        if let Some(d) = &self.defense {
+            d.validate()?;
+        }
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
             if !names.insert(l.name.as_str()) {
@@ -248,6 +257,48 @@ pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dura
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// JSON Schema for a value written as a string in the file (addresses, ports, versions).
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $description:literal) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "description": $description })
+            }
+        }
+    };
+}
+pub(crate) use string_schema;
+
+/// The JSON Schema of the configuration file, for editors (`gateway schema`). Durations show
+/// their defaults as `30s`, not as the struct they are in memory.
+pub fn json_schema() -> serde_json::Value {
+    fn humanize(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(d) = map.get_mut("default")
+                    && let (Some(secs), Some(nanos)) = (
+                        d.get("secs").and_then(|s| s.as_u64()),
+                        d.get("nanos").and_then(|n| n.as_u64()),
+                    )
+                {
+                    *d = serde_json::Value::String(
+                        humantime::format_duration(Duration::new(secs, nanos as u32)).to_string(),
+                    );
+                }
+                map.values_mut().for_each(humanize);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(humanize),
+            _ => {}
+        }
+    }
+    let mut schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default();
+    humanize(&mut schema);
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +345,27 @@ mod tests {
     fn bad_instance_name_is_rejected() {
         let e = parse("instance: ../etc\n").expect_err("path in name");
         assert_eq!(e.line, 1);
+    }
+
+    /// The schema in docs/ is what editors load; it must match the code.
+    #[test]
+    fn published_schema_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gateway.schema.json");
+        let generated = serde_json::to_string_pretty(&json_schema()).expect("schema") + "\n";
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            published == generated,
+            "{} is stale: run `gateway schema > docs/gateway.schema.json`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway.yaml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.routes.len(), 3);
+        assert!(c.defense.is_some() && c.xdp.is_some());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{addr::Net, de_duration};
 use crate::xdp::{AttachMode, PortRule};
 
 /// How to attach the filter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// Native (driver) mode if the driver has it, else generic (skb) mode.
@@ -32,7 +32,7 @@ impl XdpMode {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct XdpSection {
     /// Interfaces the filter attaches to.
@@ -56,10 +56,12 @@ pub struct XdpSection {
     pub protected_ports: Vec<PortRuleDe>,
     /// At most one report per over-cap source per interval.
     #[serde(default = "one_second", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub report_interval: Duration,
     /// How often expired deny entries are removed from the maps (the kernel already ignores
     /// them).
     #[serde(default = "one_second", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub sweep_interval: Duration,
 }
 
@@ -78,7 +80,7 @@ impl<'de> Deserialize<'de> for PortRuleDe {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateCap {
     /// Packets per second per source.
@@ -207,3 +209,9 @@ mod tests {
         assert_eq!(prefix_mask(128), [0xff; 16]);
     }
 }
+
+super::string_schema!(
+    PortRuleDe,
+    "PortRule",
+    "PROTOCOL/PORT, e.g. tcp/443 or udp/53"
+);

@@ -1,7 +1,10 @@
 //! The single writer of the kernel maps: blocks and allowlist changes from operators (and, later,
 //! from L7 detections) go through here, journal first, then the maps.
 
+mod escalate;
 mod journal;
+mod l7;
+mod score;
 
 use std::{
     collections::HashMap,
@@ -12,7 +15,10 @@ use std::{
 use gateway_common::{DenyValue, origin, reason};
 use ipnet::IpNet;
 
+pub use escalate::{Enforcement, ViolationSink, spawn};
 pub use journal::{Action, Journal, JournalError, Record};
+pub use l7::L7Blocks;
+pub use score::{Escalation, Policy, Scorer, Violation};
 
 use crate::{
     config::XdpSection,
@@ -59,6 +65,8 @@ pub struct Replay {
 pub struct Defense {
     pins: PinDir,
     journal: Journal,
+    /// Opened once: an escalation must not pay for opening nine pinned maps.
+    maps: std::sync::Mutex<Maps>,
 }
 
 impl Defense {
@@ -66,7 +74,12 @@ impl Defense {
     pub fn open(bpffs: &Path, instance: &str, state_dir: &Path) -> Result<Self, DefenseError> {
         let pins = ensure_pinned(bpffs, instance)?;
         let journal = Journal::open(&state_dir.join(instance))?;
-        Ok(Self { pins, journal })
+        let maps = std::sync::Mutex::new(Maps::open(&pins)?);
+        Ok(Self {
+            pins,
+            journal,
+            maps,
+        })
     }
 
     /// Opens existing maps only: for readers that must not create anything.
@@ -80,7 +93,12 @@ impl Defense {
             return Err(pins.not_pinned().into());
         }
         let journal = Journal::open(&state_dir.join(instance))?;
-        Ok(Self { pins, journal })
+        let maps = std::sync::Mutex::new(Maps::open(&pins)?);
+        Ok(Self {
+            pins,
+            journal,
+            maps,
+        })
     }
 
     pub fn pins(&self) -> &PinDir {
@@ -91,8 +109,20 @@ impl Defense {
         self.journal.path().to_owned()
     }
 
-    pub fn maps(&self) -> Result<Maps, DefenseError> {
-        Ok(Maps::open(&self.pins)?)
+    /// The instance's maps (held open; the guard serialises users within this process, the pin
+    /// directory lock serialises writers across processes).
+    pub fn maps(&self) -> Result<std::sync::MutexGuard<'_, Maps>, DefenseError> {
+        Ok(self.maps.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether an allowlist entry covers `net`'s address.
+    pub fn is_allowlisted(&self, net: IpNet) -> Result<bool, DefenseError> {
+        let addr = net.addr();
+        Ok(self
+            .maps()?
+            .allowed()
+            .iter()
+            .any(|(n, _)| n.contains(&addr)))
     }
 
     /// Journals, then applies, a block.
@@ -119,6 +149,23 @@ impl Defense {
                 _pad: [0; 5],
             },
         )?;
+        Ok(())
+    }
+
+    /// Journals a block enforced in the proxy (a client behind a trusted proxy): same record as
+    /// a kernel block, marked in its note, nothing written to the maps.
+    pub fn journal_l7(&self, block: &Block) -> Result<(), DefenseError> {
+        let clock = BootClock::now();
+        self.journal.append(&Record {
+            ts: clock.unix_s,
+            action: Action::Block,
+            target: block.net.to_string(),
+            origin: "l7-proxy".into(),
+            reason: reason::name(block.reason).into(),
+            note: block.note.clone(),
+            expires: block.ttl.map(|t| clock.unix_s + t.as_secs()),
+            actor: block.actor.clone(),
+        })?;
         Ok(())
     }
 
@@ -253,6 +300,10 @@ impl Defense {
         }
         let mut restore = Vec::new();
         for r in blocks.values() {
+            // Proxy-enforced blocks (clients behind a trusted proxy) never go to the kernel.
+            if r.origin == "l7-proxy" {
+                continue;
+            }
             let Ok(net) = r.target.parse::<IpNet>() else {
                 continue;
             };

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     config::{AccessLog as AccessLogConfig, Config, HttpLimits, ListenerConfig},
+    defense::{L7Blocks, ViolationSink},
     tls::{TlsAcceptor, TlsError},
 };
 
@@ -88,12 +89,28 @@ fn runtime(config: &Config) -> Result<Runtime, ProxyError> {
     })
 }
 
+/// How the proxy meets the defense loop.
+#[derive(Default)]
+pub struct DefenseHooks {
+    /// Checked first thing per request.
+    pub blocked: Arc<L7Blocks>,
+    /// Client faults are reported here.
+    pub violations: Option<ViolationSink>,
+}
+
 impl Proxy {
-    /// Binds every listener and starts serving.
+    /// Binds every listener and starts serving, without a defense loop.
     pub async fn start(config: &Config) -> Result<Self, ProxyError> {
+        Self::start_with(config, DefenseHooks::default()).await
+    }
+
+    /// Binds every listener and starts serving, reporting to and enforcing for `hooks`.
+    pub async fn start_with(config: &Config, hooks: DefenseHooks) -> Result<Self, ProxyError> {
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime(config)?),
             access_log: AccessLog::start(config.access_log == AccessLogConfig::Stdout),
+            blocked: hooks.blocked,
+            violations: hooks.violations,
         });
         let (stop, _) = watch::channel(false);
         let connections = Arc::new(());

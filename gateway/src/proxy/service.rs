@@ -30,7 +30,11 @@ use super::{
     router::{Found, Router},
     upstream::Upstreams,
 };
-use crate::{config::HttpLimits, tls::TlsInfo};
+use crate::{
+    config::HttpLimits,
+    defense::{L7Blocks, ViolationSink},
+    tls::TlsInfo,
+};
 
 /// What one configuration generation serves with; swapped whole on reload, so a request sees
 /// one consistent generation from start to end.
@@ -45,6 +49,10 @@ pub struct Runtime {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub access_log: AccessLog,
+    /// Sources the defense loop blocked at L7.
+    pub blocked: Arc<L7Blocks>,
+    /// Where client faults are reported as evidence; `None` without a `defense` section.
+    pub violations: Option<ViolationSink>,
 }
 
 /// What is known about a connection before its first request.
@@ -81,9 +89,29 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let (mut resp, outcome) = match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
-        Ok(done) => done,
-        Err((problem, outcome)) => (problem.into_response(&request_id), outcome),
+    // Blocked at L7 (a client behind a trusted proxy, or no XDP here): first thing, before any
+    // work is spent on the request.
+    let (mut resp, outcome) = if shared.blocked.contains(client_ip) {
+        let problem = Problem::new(StatusCode::FORBIDDEN, "client_blocked");
+        let outcome = Outcome {
+            route: None,
+            upstream: None,
+            code: Some(problem.code),
+        };
+        (problem.into_response(&request_id), outcome)
+    } else {
+        match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
+            Ok(done) => done,
+            Err((problem, outcome)) => {
+                // A rejection the client caused is evidence for the defense loop (the weight
+                // table decides which codes count).
+                if let Some(sink) = &shared.violations {
+                    let behind_proxy = runtime.trusted.contains(conn.peer.ip());
+                    sink.report(ipnet::IpNet::from(client_ip), behind_proxy, problem.code);
+                }
+                (problem.into_response(&request_id), outcome)
+            }
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);

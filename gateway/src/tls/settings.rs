@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf};
 use serde::{Deserialize, Deserializer, de};
 
 /// How a listener terminates TLS.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Certificate/key pairs; the handshake picks one by SNI (exact name, then wildcard) from the
@@ -27,7 +27,7 @@ pub struct TlsSettings {
 }
 
 /// One certificate chain and its private key, both PEM files.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     /// PEM file: the leaf certificate first, then any intermediates.
@@ -37,7 +37,7 @@ pub struct CertificatePair {
 }
 
 /// Client certificate policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// No certificate is requested.
@@ -215,3 +215,9 @@ mod tests {
         assert!(e.starts_with("tls.client_ca"), "{e}");
     }
 }
+
+crate::config::string_schema!(
+    TlsVersion,
+    "TlsVersion",
+    "Lowest TLS version accepted: \"1.2\" or \"1.3\""
+);

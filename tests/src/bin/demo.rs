@@ -13,6 +13,7 @@ use tests::{
     frames::{Frame, tcp},
     netns::{Blackhole, NetNs, veth},
     raw,
+    topo::http_server,
 };
 
 const GW_CLIENT_SIDE: &str = "198.18.1.1";
@@ -51,7 +52,7 @@ fn main() {
              protected_ports: [tcp/8080, udp/8080]\n"
         ),
     );
-    let port = serve_http(&gw);
+    let port = http_server(&gw, 8080);
     println!("== gateway running with XDP on gw0 (client side) and gw1 (attacker side)\n");
 
     step("1. the client is served");
@@ -124,23 +125,6 @@ fn main() {
 
 fn step(title: &str) {
     println!("-- {title}");
-}
-
-/// A minimal HTTP server in the gateway namespace (the L7 proxy is not part of this demo yet).
-fn serve_http(gw: &NetNs) -> u16 {
-    let listener = gw.run(|| TcpListener::bind("0.0.0.0:8080").expect("bind 8080"));
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
-            );
-        }
-    });
-    port
 }
 
 fn client_requests(client: &NetNs, port: u16, n: usize) -> (usize, usize) {

@@ -17,7 +17,7 @@ pub(super) const MAX_ENDPOINTS: usize = 64;
 const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 /// One upstream (a named pool of equivalent endpoints).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Where requests go: `http://host:port`, `https://host:port` (TLS; ALPN offers h2, then
@@ -35,13 +35,16 @@ pub struct UpstreamConfig {
     pub outlier: Outlier,
     /// Limit on establishing the TCP connection to an endpoint.
     #[serde(default = "two_seconds", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub connect_timeout: Duration,
     /// Limit per attempt from sending the request to receiving the response headers (connection
     /// set-up and TLS included). The response body is not limited here.
     #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub response_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
     #[serde(default = "ninety_seconds", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub idle_pool_timeout: Duration,
     /// Idle keep-alive connections kept per endpoint (0 disables connection reuse).
     #[serde(default = "default_max_idle")]
@@ -58,7 +61,7 @@ pub struct UpstreamConfig {
 }
 
 /// Load-balancing policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Each available endpoint in turn.
@@ -70,16 +73,18 @@ pub enum Balance {
 }
 
 /// Active health checks: `GET <path>` on every endpoint, every `interval`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Path (and optional query) requested, e.g. `/healthz`.
     pub path: String,
     /// Time between two checks of one endpoint.
     #[serde(default = "five_seconds", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// A check not answered (headers and body) within this counts as failed.
     #[serde(default = "one_second", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Consecutive passed checks that bring an unhealthy endpoint back.
     #[serde(default = "two")]
@@ -105,13 +110,14 @@ pub struct StatusRange {
 /// protocol error or a 5xx status) `consecutive_failures` times in a row is taken out of
 /// rotation for `eject_for`. The last available endpoint is never ejected: a whole upstream
 /// being down is the circuit breaker's business, which probes it back sooner.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Outlier {
     /// Failures in a row that eject an endpoint.
     pub consecutive_failures: u32,
     /// How long an ejected endpoint gets no traffic.
     #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub eject_for: Duration,
 }
 
@@ -119,7 +125,7 @@ pub struct Outlier {
 /// is known to be empty are retried, and only after a connect failure, a timeout before the
 /// response headers, or a 502/503/504 from the endpoint. Requests with a body are never
 /// retried: the body is streamed, not buffered, so it cannot be sent twice.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retries {
     /// Extra attempts after the first one (0 disables retries).
@@ -134,20 +140,21 @@ pub struct Retries {
 /// a row (connect error, timeout, protocol error, or 502/503/504), rejects every request with
 /// 503 for `open_for` without touching the network, then lets `half_open_probes` requests
 /// through: if they all succeed it closes, if one fails it opens again.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
     /// Failed attempts in a row (across all endpoints) that open the breaker.
     pub consecutive_failures: u32,
     /// How long an open breaker rejects requests before probing.
     #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
     pub open_for: Duration,
     /// Probe requests let through at once while half-open; all must succeed to close.
     pub half_open_probes: u32,
 }
 
 /// TLS to `https://` endpoints.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTls {
     /// Verify the endpoint's certificate chain and name. Turning this off is for test rigs only.
@@ -579,3 +586,9 @@ users:
         assert!(serde_yaml::from_str::<StatusRange>("\"2xx\"").is_err());
     }
 }
+
+crate::config::string_schema!(
+    StatusRange,
+    "StatusRange",
+    "A status (204) or an inclusive range (\"200-399\")"
+);

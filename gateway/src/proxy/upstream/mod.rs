@@ -198,43 +198,30 @@ impl Upstream {
         if max_retries > 0 {
             self.budget.deposit(now);
         }
-        let (parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
+        let (mut parts, body) = req.into_parts();
+        // Moved out, not cloned: the first attempt reuses the caller's bytes.
+        let path = std::mem::take(&mut parts.uri)
+            .into_parts()
+            .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // What a retry is rebuilt from. The body is not kept: a retried request is known to have
-        // none. This header copy is the one allocation retries cost, and only retryable
-        // requests pay it.
-        let replay: Option<(Method, HeaderMap)> = (max_retries > 0
+        // none. Copying the headers is the one allocation retries cost, and only requests that
+        // may be retried pay it.
+        let replay: Option<(Method, HeaderMap, PathAndQuery)> = (max_retries > 0
             && is_idempotent(&parts.method)
             && body.size_hint().exact() == Some(0))
-        .then(|| (parts.method.clone(), parts.headers.clone()));
+        .then(|| (parts.method.clone(), parts.headers.clone(), path.clone()));
 
-        let mut first = Some((parts, body));
         let mut tried = 0u64;
         let mut retries = 0u32;
         let Some(mut index) = self.balancer.pick(&self.endpoints, tried, now) else {
             return Err(self.error(UpstreamErrorKind::NoHealthyEndpoint, None, None));
         };
+        parts.uri = self.endpoints[index].uri(path);
+        let mut req = Request::from_parts(parts, body);
         loop {
             tried |= 1u64 << index;
             let endpoint = &self.endpoints[index];
-            let mut req = match (first.take(), &replay) {
-                (Some((parts, body)), _) => Request::from_parts(parts, body),
-                (None, Some((method, headers))) => {
-                    let mut req = Request::new(empty());
-                    *req.method_mut() = method.clone();
-                    *req.headers_mut() = headers.clone();
-                    req
-                }
-                // Unreachable: a retry needs `replay`; stop rather than send a wrong request.
-                (None, None) => {
-                    return Err(self.error(UpstreamErrorKind::Protocol, Some(endpoint), None));
-                }
-            };
-            *req.uri_mut() = endpoint.uri(path.clone());
             *req.version_mut() = endpoint.version();
 
             let result = self.attempt(endpoint, req).await;
@@ -243,11 +230,10 @@ impl Upstream {
             self.record_endpoint(index, verdict.endpoint_failed, now);
             permit.record(verdict.upstream_failed, now);
 
-            let may_retry = verdict.retryable
-                && replay.is_some()
+            if verdict.retryable
                 && retries < max_retries
-                && self.breaker.is_closed();
-            if may_retry
+                && let Some((method, headers, path)) = &replay
+                && self.breaker.is_closed()
                 && let Some(next) = self.balancer.pick(&self.endpoints, tried, now)
                 && self.budget.withdraw(now)
             {
@@ -259,6 +245,10 @@ impl Upstream {
                 );
                 retries += 1;
                 index = next;
+                req = Request::new(empty());
+                *req.method_mut() = method.clone();
+                *req.headers_mut() = headers.clone();
+                *req.uri_mut() = self.endpoints[index].uri(path.clone());
                 continue;
             }
             return result;

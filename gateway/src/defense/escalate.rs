@@ -1,0 +1,139 @@
+//! The defense loop: violations from every stage are scored per source; a source crossing the
+//! threshold is blocked for its rung of the TTL ladder, in the kernel (XDP denylist, origin `l7`)
+//! when the kernel can see it, in the proxy otherwise. Allowlisted and management addresses are
+//! never blocked. Every block is journaled before it is applied, like an analyst's.
+
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+use gateway_common::{origin, reason};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+use super::{Block, Defense, L7Blocks, Scorer, Violation, score::Escalation};
+use crate::config::DefenseSection;
+
+/// The request path's handle on the loop: cheap to clone, never blocks (a full queue drops the
+/// report, which under a flood loses nothing the next report will not say again).
+#[derive(Clone)]
+pub struct ViolationSink {
+    tx: mpsc::Sender<Violation>,
+    section: Arc<DefenseSection>,
+}
+
+impl ViolationSink {
+    /// Reports `reason` against `source`; reasons of weight 0 are not sent at all.
+    pub fn report(&self, source: IpNet, behind_proxy: bool, reason: &'static str) {
+        let weight = self.section.weight(reason);
+        if weight > 0.0 {
+            let _ = self.tx.try_send(Violation {
+                source,
+                behind_proxy,
+                reason,
+                weight,
+            });
+        }
+    }
+}
+
+/// Where escalations go.
+pub struct Enforcement {
+    /// The kernel maps and journal, when XDP runs.
+    pub kernel: Option<Arc<Defense>>,
+    pub l7: Arc<L7Blocks>,
+    /// Never blocked (management and allow lists of the file; the kernel allowlist is checked
+    /// too when XDP runs).
+    pub never: Vec<IpNet>,
+}
+
+/// Starts the loop; returns the sink stages report to.
+pub fn spawn(section: DefenseSection, enforcement: Enforcement) -> ViolationSink {
+    let (tx, mut rx) = mpsc::channel::<Violation>(16_384);
+    let section = Arc::new(section);
+    let mut scorer = Scorer::new(section.policy());
+    let dry_run = section.dry_run;
+    let enforcement = Arc::new(enforcement);
+    tokio::spawn(async move {
+        while let Some(v) = rx.recv().await {
+            let Some(e) = scorer.record(&v, Instant::now()) else {
+                continue;
+            };
+            let enforcement = Arc::clone(&enforcement);
+            // Map writes and the journal's fsync are blocking syscalls.
+            let _ = tokio::task::spawn_blocking(move || act(&enforcement, &e, dry_run)).await;
+        }
+    });
+    ViolationSink { tx, section }
+}
+
+fn allowlisted(enforcement: &Enforcement, net: IpNet) -> bool {
+    let addr: IpAddr = net.addr();
+    if enforcement.never.iter().any(|n| n.contains(&addr)) {
+        return true;
+    }
+    enforcement
+        .kernel
+        .as_ref()
+        .is_some_and(|d| d.is_allowlisted(net).unwrap_or(false))
+}
+
+fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
+    let started = Instant::now();
+    let in_kernel = !e.behind_proxy && enforcement.kernel.is_some();
+    let where_ = if in_kernel { "xdp" } else { "l7" };
+    if allowlisted(enforcement, e.source) {
+        tracing::warn!(target: "security", source = %e.source, reason = e.reason, score = e.score,
+            "escalation skipped: source is allowlisted");
+        return;
+    }
+    if dry_run {
+        tracing::warn!(target: "security", source = %e.source, reason = e.reason, ttl = ?e.ttl,
+            strike = e.strike, enforcement = where_, "dry run: would block");
+        return;
+    }
+    let note = format!(
+        "auto: {} (score {:.1}, strike {}{})",
+        e.reason,
+        e.score,
+        e.strike,
+        if e.behind_proxy {
+            ", behind a trusted proxy: enforced at L7"
+        } else {
+            ""
+        }
+    );
+    let block = Block {
+        net: e.source,
+        ttl: Some(e.ttl),
+        reason: reason_code(e.reason),
+        origin: origin::L7,
+        note: Some(note),
+        actor: "auto:defense".into(),
+    };
+    let result = match (&enforcement.kernel, in_kernel) {
+        (Some(defense), true) => defense.block(&block).map_err(|e| e.to_string()),
+        (Some(defense), false) => {
+            enforcement.l7.insert(e.source, Instant::now() + e.ttl);
+            defense.journal_l7(&block).map_err(|e| e.to_string())
+        }
+        (None, _) => {
+            enforcement.l7.insert(e.source, Instant::now() + e.ttl);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => tracing::warn!(target: "security", source = %e.source, reason = e.reason,
+            ttl_seconds = e.ttl.as_secs(), strike = e.strike, score = e.score, enforcement = where_,
+            took_us = started.elapsed().as_micros() as u64, "source blocked"),
+        Err(err) => {
+            tracing::error!(target: "security", source = %e.source, error = %err, "blocking failed")
+        }
+    }
+}
+
+fn reason_code(reason: &str) -> u16 {
+    match reason {
+        "pps-cap" => reason::PPS_CAP,
+        "syn-cap" => reason::SYN_CAP,
+        _ => reason::PROTOCOL_ABUSE,
+    }
+}
