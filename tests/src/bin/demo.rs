@@ -1,13 +1,16 @@
 //! `cargo xtask demo`: a client and an attacker in their own network namespaces, the gateway
-//! with XDP on the links between them. The attacker floods, gets capped in the kernel, is
-//! blocked by an analyst; the client keeps being served. Everything is bounded and cleaned up.
+//! between them with XDP on both links and its L7 proxy in front of an origin. The attacker
+//! floods (capped in the kernel), sends requests built to slip past the proxy (blocked, then
+//! escalated to a kernel block), and is finally blocked by an analyst; the client keeps being
+//! served throughout. Everything is bounded and cleaned up.
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tests::{
     daemon::{Daemon, Instance},
     frames::{Frame, tcp},
@@ -19,7 +22,10 @@ use tests::{
 const GW_CLIENT_SIDE: &str = "198.18.1.1";
 const GW_ATTACKER_SIDE: &str = "198.18.2.1";
 const CLIENT: &str = "198.18.1.10";
-const ATTACKER: &str = "198.18.2.66";
+const PROBER: &str = "198.18.2.66";
+const FLOODER: &str = "198.18.2.67";
+const LAST: &str = "198.18.2.68";
+const PROXY_PORT: u16 = 8080;
 const FLOOD_PACKETS: usize = 300_000;
 const SPOOFED_SOURCES: u32 = 512;
 const SYNS_PER_SOURCE: u32 = 100;
@@ -39,9 +45,12 @@ fn main() {
     gw.ip(&["addr", "add", "198.18.2.1/24", "dev", "gw1"]);
     client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]);
     client.ip(&["route", "add", "default", "via", GW_CLIENT_SIDE]);
-    attacker.ip(&["addr", "add", "198.18.2.66/24", "dev", "eth0"]);
+    for a in [PROBER, FLOODER, LAST] {
+        attacker.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+    }
     attacker.ip(&["route", "add", "default", "via", GW_ATTACKER_SIDE]);
 
+    let origin = http_server(&gw, 0);
     let inst = Instance::new("demo");
     let daemon = Daemon::start(
         &inst,
@@ -49,31 +58,69 @@ fn main() {
         &format!(
             "xdp:\n  interfaces: [gw0, gw1]\n  mode: auto\n  management: [{CLIENT}/32]\n  \
              rate_cap: {{ pps: 1000, burst: 2000, syn_pps: 20, syn_burst: 40 }}\n  \
-             protected_ports: [tcp/8080, udp/8080]\n"
+             protected_ports: [tcp/{PROXY_PORT}, udp/{PROXY_PORT}]\n\
+             listeners: [{{ name: web, address: \"0.0.0.0:{PROXY_PORT}\" }}]\naccess_log: off\n\
+             upstreams: {{ origin: {{ endpoints: [\"http://127.0.0.1:{origin}\"] }} }}\n\
+             routes: [{{ match: {{ prefix: / }}, upstream: origin }}]\n\
+             # Spoofed SYN sources are not escalated: blocking forged addresses could block\n\
+             # innocents; the kernel's per-source SYN budget is the answer to them.\n\
+             defense: {{ threshold: 20, ttl: [10m, 1h, 24h], weights: {{ syn-cap: 0 }} }}\n"
         ),
     );
-    let port = http_server(&gw, 8080);
-    println!("== gateway running with XDP on gw0 (client side) and gw1 (attacker side)\n");
+    println!(
+        "== gateway running: XDP on gw0 (client side) and gw1 (attacker side), proxy on :{PROXY_PORT}\n"
+    );
 
-    step("1. the client is served");
-    let (ok, total) = client_requests(&client, port, 20);
-    println!("   client: {ok}/{total} HTTP requests answered 200\n");
+    step("1. the client is served through the proxy");
+    println!(
+        "   client: {}/20 requests answered 200\n",
+        client_requests(&client, 20)
+    );
 
-    step("2. the attacker floods UDP to the API port from one address (bounded)");
+    step("2. the attacker probes the proxy with requests built to slip past path rules");
+    for target in [
+        "/admin%2f..%2fconfig",
+        "/files/..%5c..%5cwin.ini",
+        "/api;jsessionid=x/admin",
+    ] {
+        println!(
+            "   GET {target:<28} -> {}",
+            request(&attacker, PROBER, target).map_or("no connection".into(), |s| s.to_string())
+        );
+    }
+    let started = Instant::now();
+    while request(&attacker, PROBER, "/").is_some() && started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match request(&attacker, PROBER, "/") {
+        None => println!(
+            "   the defense loop escalated: {PROBER} can no longer connect (its SYNs drop in XDP)"
+        ),
+        Some(s) => println!("   NOT escalated: {PROBER} still gets {s}"),
+    }
+    println!(
+        "   client: {}/20 requests answered 200\n",
+        client_requests(&client, 20)
+    );
+
+    step("3. another address floods UDP at the API port (bounded)");
     let before = counters(&inst);
-    let (sent, took) = udp_flood(&attacker, port);
-    let (ok, total) = client_requests(&client, port, 20);
+    let (sent, took) = udp_flood(&attacker, FLOODER);
     report(&inst, &before, sent, took);
-    println!("   client during/after the flood: {ok}/{total} requests answered 200\n");
+    println!("   the kernel reported it over its cap; the defense loop made that a timed block");
+    println!(
+        "   client during/after the flood: {}/20 requests answered 200\n",
+        client_requests(&client, 20)
+    );
 
-    step("3. a SYN flood from 512 spoofed sources, 100 SYNs each (raw frames)");
+    step("4. a SYN flood from 512 spoofed sources, 100 SYNs each (raw frames)");
     let before = counters(&inst);
     let start = Instant::now();
     let frames: Vec<Vec<u8>> = (0..SPOOFED_SOURCES * SYNS_PER_SOURCE)
         .map(|i| {
             let n = i % SPOOFED_SOURCES;
             let src = IpAddr::from([198, 18, 64 + (n >> 8) as u8, n as u8]);
-            Frame::new(src).tcp(8080, tcp::SYN).build()
+            Frame::new(src).tcp(PROXY_PORT, tcp::SYN).build()
         })
         .collect();
     raw::send(&attacker, "eth0", &frames);
@@ -82,8 +129,8 @@ fn main() {
         "   (each source has its own SYN budget: 40 at once, then 20/s; the rest drop in XDP)\n"
     );
 
-    step("4. a SOC analyst blocks the attacker's /24 for 10 minutes");
-    println!("   $ gateway block add 198.18.2.0/24 --ttl 10m --reason \"UDP flood, ticket SOC-1\"");
+    step("5. a SOC analyst blocks the attacker's whole /24 for an hour");
+    println!("   $ gateway block add 198.18.2.0/24 --ttl 1h --reason \"botnet, ticket SOC-1\"");
     print!(
         "   {}",
         inst.cli_ok(&[
@@ -91,33 +138,34 @@ fn main() {
             "add",
             "198.18.2.0/24",
             "--ttl",
-            "10m",
+            "1h",
             "--reason",
-            "UDP flood, ticket SOC-1"
+            "botnet, ticket SOC-1"
         ])
     );
-    println!("   $ gateway block list");
+    let before = counters(&inst);
+    let (sent, took) = udp_flood(&attacker, LAST);
+    report(&inst, &before, sent, took);
+    println!(
+        "   client: {}/20 requests answered 200\n",
+        client_requests(&client, 20)
+    );
+
+    step("6. what the SOC sees: gateway block list");
     for line in inst.cli_ok(&["block", "list"]).lines() {
         println!("   {line}");
     }
-    let before = counters(&inst);
-    let (sent, took) = udp_flood(&attacker, port);
-    report(&inst, &before, sent, took);
-    let (ok, total) = client_requests(&client, port, 20);
-    println!("   client: {ok}/{total} requests answered 200\n");
-
-    step("5. what the kernel counted (gateway stats)");
+    step("7. what the kernel counted: gateway stats");
     for line in inst.cli_ok(&["stats"]).lines() {
         println!("   {line}");
     }
-    step("6. security events the daemon logged (rate-cap reports from the XDP ring buffer)");
-    let events: Vec<String> = daemon
+    step("8. security events the daemon logged");
+    for e in daemon
         .logs()
         .into_iter()
-        .filter(|l| l.contains("packet-rate cap"))
-        .collect();
-    println!("   {} reports, first ones:", events.len());
-    for e in events.iter().take(3) {
+        .filter(|l| l.contains("\"target\":\"security\""))
+        .take(6)
+    {
         println!("   {e}");
     }
     println!("\n== done; namespaces, pinned maps and processes are removed on exit");
@@ -127,29 +175,42 @@ fn step(title: &str) {
     println!("-- {title}");
 }
 
-fn client_requests(client: &NetNs, port: u16, n: usize) -> (usize, usize) {
-    let ok = client.run(|| {
-        (0..n)
-            .filter(|_| {
-                let addr = SocketAddr::new(GW_CLIENT_SIDE.parse().expect("ip"), port);
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-                    return false;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: api\r\n\r\n");
-                let mut resp = String::new();
-                let _ = s.read_to_string(&mut resp);
-                resp.starts_with("HTTP/1.1 200")
-            })
-            .count()
-    });
-    (ok, n)
+/// One request through the proxy from `src`; the status, or `None` without a connection.
+fn request(ns: &NetNs, src: &str, target: &str) -> Option<u16> {
+    let src: IpAddr = src.parse().ok()?;
+    let gw = if ns.name.contains("client") {
+        GW_CLIENT_SIDE
+    } else {
+        GW_ATTACKER_SIDE
+    };
+    ns.run(|| {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+        s.bind(&SockAddr::from(SocketAddr::new(src, 0))).ok()?;
+        let dst = SocketAddr::new(gw.parse().ok()?, PROXY_PORT);
+        s.connect_timeout(&SockAddr::from(dst), Duration::from_millis(500))
+            .ok()?;
+        let mut s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.split_whitespace().nth(1)?.parse().ok()
+    })
 }
 
-fn udp_flood(attacker: &NetNs, port: u16) -> (usize, Duration) {
+fn client_requests(client: &NetNs, n: usize) -> usize {
+    (0..n)
+        .filter(|_| request(client, CLIENT, "/") == Some(200))
+        .count()
+}
+
+fn udp_flood(attacker: &NetNs, src: &str) -> (usize, Duration) {
     attacker.run(|| {
-        let s = UdpSocket::bind(format!("{ATTACKER}:0")).expect("bind");
-        let dst = SocketAddr::new(GW_ATTACKER_SIDE.parse().expect("ip"), port);
+        let s = UdpSocket::bind(format!("{src}:0")).expect("bind");
+        let dst = SocketAddr::new(GW_ATTACKER_SIDE.parse().expect("ip"), PROXY_PORT);
         let start = Instant::now();
         let mut sent = 0;
         // Bounded in packets and time.
