@@ -62,8 +62,8 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// Whether we run as root (effective uid 0), read from /proc so xtask needs no libc binding.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions; read through /proc to avoid a libc dependency.
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
