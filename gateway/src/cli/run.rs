@@ -14,8 +14,12 @@ use crate::{
 
 pub(super) fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    // One worker per usable CPU: more only adds cross-thread wake-ups on the request path.
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     runtime.block_on(daemon(path, config))

@@ -65,6 +65,10 @@ pub struct Config {
     /// One JSON line per request.
     #[serde(default)]
     pub access_log: AccessLog,
+    /// Worker threads of the proxy; absent means one per CPU this process may run on (like
+    /// nginx's `worker_processes auto`, and respecting `taskset`/cgroup CPU sets).
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// Turning evidence into timed blocks; absent means no automatic blocking.
     #[serde(default)]
     pub defense: Option<DefenseSection>,
@@ -165,6 +169,9 @@ impl Config {
         }
         if let Some(d) = &self.defense {
             d.validate()?;
+        }
+        if self.workers.is_some_and(|w| w == 0 || w > 1024) {
+            return Err(("workers", "workers must be 1..=1024".into()));
         }
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {

@@ -58,6 +58,13 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    // Fast path: most paths need nothing (no escapes, no empty or dot segments).
+    let clean = !bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b';' | 0))
+        && !raw.contains("//")
+        && !raw.contains("/.");
+    if clean {
+        return Ok(raw.to_owned());
+    }
     // 1. Percent-decoding of unreserved characters only; everything else stays encoded (with
     //    upper-case hex) so the upstream sees the same bytes we judged.
     let mut decoded = String::with_capacity(raw.len());

@@ -160,16 +160,18 @@ impl Router {
 
     /// `host` without port, any case; `path` normalised.
     pub fn find(&self, host: &str, path: &str, method: &Method) -> Found<'_> {
-        let host = host.to_ascii_lowercase();
         let segs = segments(path);
         let mut allowed: Vec<Method> = Vec::new();
         for route in &self.routes {
             let host_ok = match &route.host {
                 HostMatch::Any => true,
-                HostMatch::Exact(h) => *h == host,
-                HostMatch::Wildcard(suffix) => host
-                    .strip_suffix(suffix.as_str())
-                    .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+                HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+                HostMatch::Wildcard(suffix) => {
+                    host.len() > suffix.len()
+                        && host.is_char_boundary(host.len() - suffix.len())
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                        && !host[..host.len() - suffix.len()].contains('.')
+                }
             };
             if !host_ok {
                 continue;

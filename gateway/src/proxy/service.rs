@@ -80,14 +80,18 @@ pub async fn handle(
     let runtime = shared.runtime.load_full();
     let request_id = request_id(req.headers());
     let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
-    let method = req.method().clone();
-    let path_for_log = req.uri().path().to_owned();
-    let query_for_log = req.uri().query().map(redact_query);
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // What the access log needs, taken before the request is consumed; nothing when it is off.
+    let log_fields = shared.access_log.enabled().then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_owned(),
+            req.uri().query().map(redact_query),
+            req.headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )
+    });
 
     // Blocked at L7 (a client behind a trusted proxy, or no XDP here): first thing, before any
     // work is spent on the request.
@@ -117,7 +121,7 @@ pub async fn handle(
         resp.headers_mut().insert("x-request-id", v);
     }
 
-    if shared.access_log.enabled() {
+    if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
         shared.access_log.log(serde_json::json!({
             "@timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "event": { "duration": started.elapsed().as_nanos() as u64, "dataset": "gateway.access" },
