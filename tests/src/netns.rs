@@ -110,26 +110,39 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
 }
 
 /// Blackhole routes in the root namespace for the test ranges while any guard lives, so nothing a
-/// test sends (spoofed sources included) can leave the machine.
+/// test sends (spoofed sources included) can leave the machine. Routes that were already there
+/// (another suite, the operator) are left in place on drop: only what this process added goes.
 pub struct Blackhole {
     _private: (),
 }
 
-static BLACKHOLE_USERS: Mutex<usize> = Mutex::new(0);
+/// (guards alive, ranges this process added)
+static BLACKHOLE: Mutex<(usize, Vec<&'static str>)> = Mutex::new((0, Vec::new()));
 const RANGES: [&str; 2] = ["198.18.0.0/15", "2001:db8::/32"];
+
+fn blackhole_present(range: &str) -> bool {
+    Command::new("ip")
+        .args(["route", "show", "type", "blackhole", range])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+}
 
 impl Blackhole {
     pub fn new() -> Self {
-        let mut users = BLACKHOLE_USERS.lock().unwrap_or_else(|p| p.into_inner());
-        if *users == 0 {
+        let mut state = BLACKHOLE.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 == 0 {
             for r in RANGES {
-                // Already present (another test binary, or the operator): fine either way.
-                let _ = Command::new("ip")
-                    .args(["route", "replace", "blackhole", r])
-                    .status();
+                if !blackhole_present(r)
+                    && Command::new("ip")
+                        .args(["route", "add", "blackhole", r])
+                        .status()
+                        .is_ok_and(|s| s.success())
+                {
+                    state.1.push(r);
+                }
             }
         }
-        *users += 1;
+        state.0 += 1;
         Self { _private: () }
     }
 }
@@ -142,10 +155,10 @@ impl Default for Blackhole {
 
 impl Drop for Blackhole {
     fn drop(&mut self) {
-        let mut users = BLACKHOLE_USERS.lock().unwrap_or_else(|p| p.into_inner());
-        *users -= 1;
-        if *users == 0 {
-            for r in RANGES {
+        let mut state = BLACKHOLE.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 {
+            for r in state.1.drain(..) {
                 let _ = Command::new("ip")
                     .args(["route", "del", "blackhole", r])
                     .status();

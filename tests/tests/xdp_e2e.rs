@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tests::{
     daemon::{Daemon, Instance},
     frames::{Frame, tcp},

@@ -17,6 +17,38 @@ use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
 use serde_json::Value;
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns SIGINT and SIGTERM into an error at the next check, so that an interrupted bench
+/// unwinds through its guards (namespaces, pins, rules, routes) instead of dying with them in
+/// place. A second signal while a flood runs still waits for the current `BPF_PROG_RUN` call.
+pub fn catch_interrupts() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing a {sig} handler"))?;
+    }
+    Ok(())
+}
+
+/// Fails once SIGINT or SIGTERM arrived.
+pub fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Runs `cmd`, failing with the command line and its stderr unless it exits 0; returns stdout.
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
@@ -111,6 +143,12 @@ impl Netns {
         })
     }
 
+    /// Moves the calling thread into this namespace.
+    pub fn enter(&self) -> anyhow::Result<()> {
+        setns(&self.file()?, CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering netns {}", self.name))
+    }
+
     /// Sets a sysctl inside the namespace (`/proc/sys/net` is per network namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         run(self
@@ -128,6 +166,20 @@ impl Drop for Netns {
     }
 }
 
+/// Makes the calling thread `SCHED_FIFO` at `priority`: ordinary tasks (a build running next to
+/// the bench) then cannot preempt the generator. The kernel's RT throttling still leaves them
+/// 5% of each second (`kernel.sched_rt_runtime_us`).
+pub fn realtime_current_thread(priority: i32) -> anyhow::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_setscheduler(SCHED_FIFO)");
+    }
+    Ok(())
+}
+
 pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
@@ -138,13 +190,12 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
 /// One end of the veth pair as seen from inside its namespace.
 #[derive(Clone, Debug)]
 pub struct Port {
-    pub name: &'static str,
     pub ifindex: u32,
     pub mac: [u8; 6],
 }
 
 impl Port {
-    pub fn read(ns: &Netns, name: &'static str) -> anyhow::Result<Self> {
+    pub fn read(ns: &Netns, name: &str) -> anyhow::Result<Self> {
         let out = ns.ip(&["-j", "link", "show", "dev", name])?;
         let v: Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
         let link = v
@@ -160,7 +211,7 @@ impl Port {
             .and_then(Value::as_str)
             .and_then(parse_mac)
             .with_context(|| format!("no MAC address for {name}"))?;
-        Ok(Self { name, ifindex, mac })
+        Ok(Self { ifindex, mac })
     }
 }
 
@@ -174,32 +225,50 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// Adds the blackhole routes for the benchmark ranges in the root namespace and removes on drop
-/// the ones it added (a route the operator already had stays).
+/// the ones it added (a route the operator already had stays). Other test runs on the machine
+/// add and remove the same routes, so [`Blackhole::ensure`] puts them back before every flood.
 pub struct Blackhole {
-    added: Vec<&'static str>,
+    added: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl Blackhole {
     pub const RANGES: [&'static str; 2] = ["198.18.0.0/15", "2001:db8::/32"];
 
     pub fn add() -> anyhow::Result<Self> {
-        let mut guard = Self { added: Vec::new() };
+        let guard = Self {
+            added: std::sync::Mutex::new(Vec::new()),
+        };
+        guard.ensure()?;
+        Ok(guard)
+    }
+
+    /// Adds whichever of the routes is missing.
+    pub fn ensure(&self) -> anyhow::Result<()> {
+        let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
         for r in Self::RANGES {
             let family = if r.contains(':') { "-6" } else { "-4" };
             let existing = ip(&[family, "route", "show", "exact", r, "type", "blackhole"])?;
             if existing.trim().is_empty() {
                 ip(&[family, "route", "replace", "blackhole", r])?;
-                guard.added.push(r);
+                if !added.contains(&r) {
+                    added.push(r);
+                }
             }
         }
-        Ok(guard)
+        Ok(())
     }
 }
 
 impl Drop for Blackhole {
     fn drop(&mut self) {
-        for r in self.added.drain(..) {
+        let added = self.added.get_mut().unwrap_or_else(|p| p.into_inner());
+        for r in added.drain(..) {
             let family = if r.contains(':') { "-6" } else { "-4" };
+            let still =
+                ip(&[family, "route", "show", "exact", r, "type", "blackhole"]).unwrap_or_default();
+            if still.trim().is_empty() {
+                continue;
+            }
             if let Err(e) = ip(&[family, "route", "del", "blackhole", r]) {
                 eprintln!("cleanup: {e:#}");
             }
@@ -394,6 +463,59 @@ pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100)
+}
+
+/// Load generators of the other benchmark (`cargo xtask bench l7`): while one runs, the machine
+/// is not ours to measure on.
+const OTHER_BENCH: [&str; 2] = ["wrk", "bench_load"];
+
+/// Share of all CPUs above which the machine counts as busy (measured while the bench idles).
+pub const BUSY_THRESHOLD: f64 = 0.15;
+
+fn other_bench_running() -> Option<String> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|e| {
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let comm = comm.trim();
+        OTHER_BENCH.contains(&comm).then(|| comm.to_owned())
+    })
+}
+
+/// Waits, out of a shared `budget`, until the machine is quiet: no other benchmark running and
+/// all CPUs together less than [`BUSY_THRESHOLD`] busy over half a second. Returns the busy
+/// share last seen and whether the budget ran out first (the run is then measured anyway, and
+/// flagged).
+pub fn wait_quiet(budget: &mut std::time::Duration) -> anyhow::Result<(f64, bool)> {
+    use std::time::{Duration, Instant};
+    let mut said = Instant::now() - Duration::from_secs(60);
+    loop {
+        check_interrupted()?;
+        let before = CpuTimes::read()?;
+        std::thread::sleep(Duration::from_millis(500));
+        let d = before.delta(&CpuTimes::read()?).sum();
+        let busy = d.busy as f64 / (d.total as f64).max(1.0);
+        let other = other_bench_running();
+        if other.is_none() && busy < BUSY_THRESHOLD {
+            return Ok((busy, false));
+        }
+        if budget.is_zero() {
+            return Ok((busy, true));
+        }
+        if said.elapsed() >= Duration::from_secs(30) {
+            eprintln!(
+                "   waiting for a quiet machine ({}; {} s of waiting left)",
+                other.map_or_else(
+                    || format!("{:.0}% busy", busy * 100.0),
+                    |o| format!("{o} is running")
+                ),
+                budget.as_secs()
+            );
+            said = Instant::now();
+        }
+        let step = Duration::from_secs(2).min(*budget);
+        std::thread::sleep(step);
+        *budget = budget.saturating_sub(step + Duration::from_millis(500));
+    }
 }
 
 /// Whether a path names an existing executable (for optional peers such as iptables-legacy).

@@ -1,11 +1,67 @@
-//! `cargo xtask bench`: benchmarks, never timed tests. Owned by the bench work in progress.
+//! `cargo xtask bench <target>`: benchmarks, never timed tests. Each compares its peers in one
+//! invocation, as medians of several runs, and writes JSON and markdown under `target/bench/`.
+
+mod l7;
+
+use std::process::Command;
+
+use crate::exec;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// What to benchmark.
-    pub target: String,
+    #[arg(value_enum)]
+    pub target: Target,
+    /// Options for the benchmark program itself, after `--`
+    /// (xdp: `cargo xtask bench xdp -- --help`).
+    #[arg(last = true)]
+    pub extra: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Packets per second dropped from a flood on a veth pair: kernel stack, iptables raw, nft
+    /// ingress, bare XDP_DROP and the gateway's XDP program (denylist, rate cap).
+    Xdp,
+    /// The L7 proxy against nginx and haproxy.
+    L7,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("benchmark `{}` is not available yet", args.target)
+    match args.target {
+        Target::Xdp => xdp(&args.extra),
+        Target::L7 => {
+            if !args.extra.is_empty() {
+                anyhow::bail!("`bench l7` takes no extra options");
+            }
+            l7::run()
+        }
+    }
+}
+
+/// Builds `xdp_bench` (it lives in the `tests` crate, which links the gateway and its eBPF
+/// object; xtask itself must build before the BPF toolchain exists) and runs it as root.
+fn xdp(extra: &[String]) -> anyhow::Result<()> {
+    exec::run(exec::cargo().args(["build", "--release", "-p", "tests", "--bin", "xdp_bench"]))?;
+    let root = exec::workspace_root();
+    let mut cmd = Command::new(root.join("target/release/xdp_bench"));
+    cmd.arg("--out").arg(root.join("target/bench")).args(extra);
+    if !exec::is_root() {
+        anyhow::bail!(
+            "bench xdp creates network namespaces, attaches XDP programs and runs BPF_PROG_RUN: \
+             run it as root (`sudo -E cargo xtask bench xdp`), or run the built binary as root: \
+             sudo {}",
+            exec::render(&cmd)
+        );
+    }
+    eprintln!(
+        "bench xdp: reproduce with `cargo xtask bench xdp{}` or, once built, `{}`",
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", extra.join(" "))
+        },
+        exec::render(&cmd)
+    );
+    exec::run(&mut cmd)
 }

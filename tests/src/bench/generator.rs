@@ -97,10 +97,26 @@ pub struct Generator<'a> {
 }
 
 impl Generator<'_> {
-    /// Sends `flood`. Must run on a thread inside the namespace that holds `ifindex` (the kernel
-    /// resolves it in the caller's network namespace), pinned to the CPU being measured.
-    pub fn send(&self, flood: &Flood<'_>) -> anyhow::Result<Sent> {
+    /// Sends `flood` from a new thread that first calls `enter`, which must put it into the
+    /// namespace that holds `ifindex` (the kernel resolves it in the caller's network namespace)
+    /// and pin it to the CPU being measured.
+    pub fn send(
+        &self,
+        flood: &Flood<'_>,
+        enter: &(dyn Fn() -> anyhow::Result<()> + Sync),
+    ) -> anyhow::Result<Sent> {
         anyhow::ensure!(!flood.frames.is_empty(), "no frames to send");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter()?;
+                self.send_here(flood)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the generator thread panicked")))
+        })
+    }
+
+    fn send_here(&self, flood: &Flood<'_>) -> anyhow::Result<Sent> {
         let per_frame = flood.per_frame.max(1);
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex. The kernel wants data = 0 and data_end = the frame length.
@@ -112,12 +128,13 @@ impl Generator<'_> {
         let start = Instant::now();
         let mut packets = 0u64;
         let mut calls = 0u64;
-        let mut next = 0usize;
-        while packets < flood.packets && start.elapsed() < flood.max_time {
+        for frame in flood.frames.iter().cycle() {
+            if packets >= flood.packets || start.elapsed() >= flood.max_time {
+                break;
+            }
+            super::sys::check_interrupted()?;
             let n = u32::try_from((flood.packets - packets).min(u64::from(per_frame)))
                 .unwrap_or(per_frame);
-            let frame = &flood.frames[next];
-            next = (next + 1) % flood.frames.len();
             let opts = TestRunOptions {
                 data_in: Some(frame),
                 ctx_in: Some(&ctx),

@@ -1,0 +1,419 @@
+//! `bench_load`: the rate-limited (open-loop) HTTP/1.1 client behind the latency half of
+//! `cargo xtask bench l7`, for a machine without wrk2 or `oha --qps`.
+//!
+//! `bench_load --url http[s]://127.0.0.1:PORT/ --rate RPS --connections N --duration-secs S`
+//!
+//! Requests are scheduled at a fixed rate (request i at start + i/rate) whatever the responses
+//! do, and handed to the first idle keep-alive connection. Latency is measured from the scheduled
+//! time, not from the moment a connection was free to send, so a stall shows up in the
+//! percentiles instead of silently lowering the rate (no coordinated omission). The pacing loop
+//! spins (yielding to the I/O driver) during the last 2 ms before each send, because tokio's
+//! timer has a resolution of 1 ms, larger than the latencies measured: run it on a core of its
+//! own. TLS certificates are not verified (the benchmark's own self-signed one).
+//!
+//! `bench_load --jitter-secs S` instead spins on its CPU for S seconds and reports how much time
+//! the thread lost in gaps over 50 µs (preemption, interrupts, a hypervisor): the noise floor of
+//! any latency percentile measured on that CPU.
+//!
+//! The run is bounded: nothing is scheduled after `--duration-secs`, and what has not answered
+//! 5 s later counts as timed out. The result is printed as `key value` lines (latencies in µs).
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::{
+    net::TcpStream,
+    sync::{Mutex, mpsc},
+};
+
+struct Args {
+    tls: bool,
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let (mut url, mut rate, mut connections, mut duration) = (None, None, 32usize, 10.0f64);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--url" => url = Some(value()?),
+            "--rate" => rate = Some(value()?.parse::<f64>()?),
+            "--connections" => connections = value()?.parse()?,
+            "--duration-secs" => duration = value()?.parse()?,
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let url = url.ok_or_else(|| anyhow::anyhow!("--url is required"))?;
+    let rate = rate.ok_or_else(|| anyhow::anyhow!("--rate is required"))?;
+    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
+    anyhow::ensure!(connections > 0, "--connections must be positive");
+    anyhow::ensure!(
+        duration > 0.0 && duration <= 600.0,
+        "--duration-secs must be in (0, 600]"
+    );
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        anyhow::bail!("--url must start with http:// or https://");
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--url needs a literal IP:PORT (got {authority})"))?;
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "bench_load only loads loopback addresses"
+    );
+    Ok(Args {
+        tls,
+        addr,
+        authority: authority.to_string(),
+        path: path.to_string(),
+        rate,
+        connections,
+        duration: Duration::from_secs_f64(duration),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("--jitter-secs") {
+        let secs: f64 = argv
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("--jitter-secs needs a value"))?
+            .parse()?;
+        anyhow::ensure!(
+            secs > 0.0 && secs <= 60.0,
+            "--jitter-secs must be in (0, 60]"
+        );
+        print!("{}", jitter(Duration::from_secs_f64(secs)));
+        return Ok(());
+    }
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(args))?;
+    print!("{report}");
+    Ok(())
+}
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// One measured request: latency from the scheduled time, and from the actual send.
+#[derive(Default)]
+struct Samples {
+    latency_ns: Vec<u64>,
+    service_ns: Vec<u64>,
+    non_2xx: u64,
+    errors: u64,
+}
+
+async fn run(args: Args) -> anyhow::Result<String> {
+    let args = Arc::new(args);
+    let tls = args.tls.then(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                    .with_no_client_auth()
+            });
+        if let Ok(c) = config.as_mut() {
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        config.map(|c| tokio_rustls::TlsConnector::from(Arc::new(c)))
+    });
+    let tls = tls.transpose()?;
+
+    // All connections are up before the clock starts.
+    let mut senders = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        senders.push(connect(&args, tls.as_ref()).await?);
+    }
+
+    let expected = (args.rate * args.duration.as_secs_f64()).ceil() as usize;
+    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut workers = Vec::with_capacity(senders.len());
+    for sender in senders {
+        let (rx, args, tls) = (rx.clone(), args.clone(), tls.clone());
+        workers.push(tokio::spawn(async move {
+            worker(sender, rx, args, tls, expected / 8).await
+        }));
+    }
+
+    // The schedule: request i at start + i / rate, spinning for the last 2 ms.
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut lag_ns = Vec::with_capacity(expected);
+    for i in 0..expected {
+        let at = start + Duration::from_secs_f64(i as f64 / args.rate);
+        loop {
+            let now = Instant::now();
+            if now >= at {
+                lag_ns.push(nanos(now - at));
+                break;
+            }
+            let left = at - now;
+            if left > Duration::from_millis(2) {
+                tokio::time::sleep(left - Duration::from_millis(2)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        if tx.send(at).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let scheduled_end = Instant::now();
+
+    // Bounded: whatever has not answered 5 s after the last send is a timeout.
+    let deadline = scheduled_end + Duration::from_secs(5);
+    let mut all = Samples::default();
+    for w in workers {
+        match tokio::time::timeout_at(deadline.into(), w).await {
+            Ok(Ok(s)) => {
+                all.latency_ns.extend(s.latency_ns);
+                all.service_ns.extend(s.service_ns);
+                all.non_2xx += s.non_2xx;
+                all.errors += s.errors;
+            }
+            Ok(Err(e)) => anyhow::bail!("worker panicked: {e}"),
+            Err(_) => {}
+        }
+    }
+    let elapsed = scheduled_end.duration_since(start).as_secs_f64();
+    let completed = all.latency_ns.len() as u64;
+    let timeouts = (expected as u64).saturating_sub(completed + all.non_2xx + all.errors);
+
+    all.latency_ns.sort_unstable();
+    all.service_ns.sort_unstable();
+    lag_ns.sort_unstable();
+    let mut out = String::new();
+    let mut put = |k: &str, v: String| {
+        out.push_str(k);
+        out.push(' ');
+        out.push_str(&v);
+        out.push('\n');
+    };
+    put("scheduled", expected.to_string());
+    put("completed", completed.to_string());
+    put("non_2xx", all.non_2xx.to_string());
+    put("errors", all.errors.to_string());
+    put("timeouts", timeouts.to_string());
+    put("target_rps", format!("{:.1}", args.rate));
+    put("achieved_rps", format!("{:.1}", completed as f64 / elapsed));
+    for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)] {
+        put(
+            &format!("{name}_us"),
+            format!("{:.1}", pct(&all.latency_ns, q)),
+        );
+    }
+    put(
+        "max_us",
+        format!(
+            "{:.1}",
+            all.latency_ns.last().copied().unwrap_or(0) as f64 / 1e3
+        ),
+    );
+    put(
+        "service_p50_us",
+        format!("{:.1}", pct(&all.service_ns, 0.50)),
+    );
+    put(
+        "service_p99_us",
+        format!("{:.1}", pct(&all.service_ns, 0.99)),
+    );
+    put("send_lag_p99_us", format!("{:.1}", pct(&lag_ns, 0.99)));
+    Ok(out)
+}
+
+async fn worker(
+    mut sender: Sender,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
+    args: Arc<Args>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    capacity: usize,
+) -> Samples {
+    let mut samples = Samples {
+        latency_ns: Vec::with_capacity(capacity),
+        service_ns: Vec::with_capacity(capacity),
+        ..Samples::default()
+    };
+    loop {
+        let Some(at) = rx.lock().await.recv().await else {
+            return samples;
+        };
+        if sender.ready().await.is_err() {
+            match connect(&args, tls.as_ref()).await {
+                Ok(s) => sender = s,
+                Err(_) => {
+                    samples.errors += 1;
+                    continue;
+                }
+            }
+        }
+        let request = Request::get(args.path.as_str())
+            .header(hyper::header::HOST, args.authority.as_str())
+            .body(Empty::<Bytes>::new());
+        let Ok(request) = request else {
+            samples.errors += 1;
+            continue;
+        };
+        let sent = Instant::now();
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(_) => {
+                samples.errors += 1;
+                continue;
+            }
+        };
+        let ok = response.status().is_success();
+        if response.into_body().collect().await.is_err() {
+            samples.errors += 1;
+            continue;
+        }
+        let done = Instant::now();
+        if ok {
+            samples.latency_ns.push(nanos(done.duration_since(at)));
+            samples.service_ns.push(nanos(done - sent));
+        } else {
+            samples.non_2xx += 1;
+        }
+    }
+}
+
+async fn connect(args: &Args, tls: Option<&tokio_rustls::TlsConnector>) -> anyhow::Result<Sender> {
+    let tcp = TcpStream::connect(args.addr).await?;
+    tcp.set_nodelay(true)?;
+    let sender = if let Some(tls) = tls {
+        let name = ServerName::try_from("localhost")?;
+        let stream = tls.connect(name, tcp).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        sender
+    } else {
+        let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        sender
+    };
+    Ok(sender)
+}
+
+/// Spins for `length`, collecting the gaps between consecutive clock reads over 50 µs.
+fn jitter(length: Duration) -> String {
+    let start = Instant::now();
+    let mut last = start;
+    let (mut lost, mut max, mut gaps) = (Duration::ZERO, Duration::ZERO, 0u64);
+    loop {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap > Duration::from_micros(50) {
+            lost += gap;
+            max = max.max(gap);
+            gaps += 1;
+        }
+        last = now;
+        if now - start >= length {
+            break;
+        }
+    }
+    let secs = length.as_secs_f64();
+    format!(
+        "jitter_gaps_per_s {:.1}\njitter_lost_us_per_s {:.1}\njitter_max_us {:.1}\n",
+        gaps as f64 / secs,
+        lost.as_secs_f64() * 1e6 / secs,
+        max.as_secs_f64() * 1e6
+    )
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Nearest-rank percentile of sorted nanoseconds, in microseconds.
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1e3
+}
+
+/// Accepts any certificate: the benchmark talks to its own self-signed one on loopback.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
