@@ -532,7 +532,7 @@ pub fn dump_map(pins: &PinDir, name: &str) -> Result<serde_json::Value, XdpError
             let rows: Vec<_> = map
                 .iter()
                 .filter_map(Result::ok)
-                .map(|(k, s)| rate_row(&clock, IpAddr::V4(Ipv4Addr::from(k)).to_string(), &s))
+                .map(|(k, s)| rate_row(IpAddr::V4(Ipv4Addr::from(k)).to_string(), &s))
                 .collect();
             json!(rows)
         }
@@ -541,7 +541,7 @@ pub fn dump_map(pins: &PinDir, name: &str) -> Result<serde_json::Value, XdpError
             let rows: Vec<_> = map
                 .iter()
                 .filter_map(Result::ok)
-                .map(|(k, s)| rate_row(&clock, IpAddr::V6(Ipv6Addr::from(k)).to_string(), &s))
+                .map(|(k, s)| rate_row(IpAddr::V6(Ipv6Addr::from(k)).to_string(), &s))
                 .collect();
             json!(rows)
         }
@@ -602,11 +602,13 @@ pub(crate) fn deny_row(clock: &super::BootClock, net: IpNet, v: &DenyValue) -> s
     })
 }
 
-fn rate_row(clock: &super::BootClock, source: String, s: &RateState) -> serde_json::Value {
+fn rate_row(source: String, s: &RateState) -> serde_json::Value {
+    // Rate state runs on the monotonic clock (see the XDP program's `rate_check`).
+    let now = super::clock::monotonic_ns_now();
     serde_json::json!({
         "source": source,
-        "pps_tat_ahead_ns": s.tat_ns.saturating_sub(clock.boot_ns),
-        "syn_tat_ahead_ns": s.syn_tat_ns.saturating_sub(clock.boot_ns),
+        "pps_tat_ahead_ns": s.tat_ns.saturating_sub(now),
+        "syn_tat_ahead_ns": s.syn_tat_ns.saturating_sub(now),
         "dropped_unreported": s.dropped,
     })
 }
