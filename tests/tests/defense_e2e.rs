@@ -179,6 +179,16 @@ fn an_offending_request_becomes_an_xdp_drop_within_milliseconds() {
         latencies[latencies.len() / 2],
         p99
     );
+    let applied: Vec<String> = daemon
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("source blocked"))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            Some(format!("{}us", v["took_us"]))
+        })
+        .collect();
+    eprintln!("block applied in (kernel entry + journal fsync): {applied:?}");
     assert!(
         p99 < Duration::from_millis(50),
         "p99 {p99:?}: {latencies:?}"

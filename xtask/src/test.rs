@@ -16,9 +16,14 @@ pub fn run() -> anyhow::Result<()> {
         }),
         // The eBPF crate in its own pass: nightly, BPF target, build-std.
         ("clippy (eBPF crate)", {
-            let mut c = exec::cargo();
+            // Through rustup: `$CARGO` is the stable cargo binary itself, which knows no `+nightly`.
+            let mut c = std::process::Command::new("rustup");
+            c.current_dir(exec::workspace_root());
+            c.env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
             c.args([
-                "+nightly",
+                "run",
+                "nightly",
+                "cargo",
                 "clippy",
                 "-p",
                 "gateway-ebpf",

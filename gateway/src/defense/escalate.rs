@@ -110,7 +110,7 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
         actor: "auto:defense".into(),
     };
     let result = match (&enforcement.kernel, in_kernel) {
-        (Some(defense), true) => defense.block(&block).map_err(|e| e.to_string()),
+        (Some(defense), true) => defense.block_automatic(&block).map_err(|e| e.to_string()),
         (Some(defense), false) => {
             enforcement.l7.insert(e.source, Instant::now() + e.ttl);
             defense.journal_l7(&block).map_err(|e| e.to_string())

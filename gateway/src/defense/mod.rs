@@ -33,6 +33,12 @@ pub enum DefenseError {
     Journal(#[from] JournalError),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    JournalFirst,
+    KernelFirst,
+}
+
 /// A block to apply.
 #[derive(Clone, Debug)]
 pub struct Block {
@@ -127,9 +133,21 @@ impl Defense {
 
     /// Journals, then applies, a block.
     pub fn block(&self, block: &Block) -> Result<(), DefenseError> {
+        self.apply_block(block, Order::JournalFirst)
+    }
+
+    /// An automatic escalation: the kernel entry first, then the journal record. A journal
+    /// fsync can wait hundreds of milliseconds behind other dirty data (ext4 ordered mode);
+    /// the drop must not. What a crash in between can lose is an automatic block on a reboot,
+    /// which the evidence re-creates; an analyst's action is always journaled first.
+    pub fn block_automatic(&self, block: &Block) -> Result<(), DefenseError> {
+        self.apply_block(block, Order::KernelFirst)
+    }
+
+    fn apply_block(&self, block: &Block, order: Order) -> Result<(), DefenseError> {
         let _lock = self.pins.lock()?;
         let clock = BootClock::now();
-        self.journal.append(&Record {
+        let record = Record {
             ts: clock.unix_s,
             action: Action::Block,
             target: block.net.to_string(),
@@ -138,17 +156,21 @@ impl Defense {
             note: block.note.clone(),
             expires: block.ttl.map(|t| clock.unix_s + t.as_secs()),
             actor: block.actor.clone(),
-        })?;
-        self.maps()?.deny(
-            block.net,
-            DenyValue {
-                expires_ns: clock.expiry_after(block.ttl),
-                created_unix: clock.unix_s,
-                reason: block.reason,
-                origin: block.origin,
-                _pad: [0; 5],
-            },
-        )?;
+        };
+        let value = DenyValue {
+            expires_ns: clock.expiry_after(block.ttl),
+            created_unix: clock.unix_s,
+            reason: block.reason,
+            origin: block.origin,
+            _pad: [0; 5],
+        };
+        if order == Order::JournalFirst {
+            self.journal.append(&record)?;
+        }
+        self.maps()?.deny(block.net, value)?;
+        if order == Order::KernelFirst {
+            self.journal.append(&record)?;
+        }
         Ok(())
     }
 

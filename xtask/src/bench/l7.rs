@@ -4,7 +4,9 @@
 //! server answering a fixed 100-byte body), nginx and haproxy as reverse proxies in front of it,
 //! and the release `gateway` three times over (plain HTTP, TLS, and plain HTTP with the access log
 //! on stdout sent to /dev/null). Every peer gets the same placement: the servers (proxy and
-//! backend) on CPU 0, the load generator alone on CPU 1, both through `taskset`.
+//! backend) on CPU 0, the load generator alone on CPU 1, both through `taskset`. Every proxy gets
+//! the same number of workers, `L7_BENCH_WORKERS` (default 1: what nginx `auto`, haproxy and the
+//! gateway each pick by default on one CPU).
 //!
 //! Two phases, each run `L7_BENCH_RUNS` times (default 3) for `L7_BENCH_SECS` (default 10 s),
 //! interleaved across peers so that drift hits all of them alike, reported as medians:
@@ -13,7 +15,8 @@
 //!    50 % of the gateway's median peak, the same rate for every peer.
 //!
 //! Nothing is measured while `xdp_bench` runs or the machine is busy with something else (a
-//! compile): each run waits for quiet first, and a run that `xdp_bench` overlapped is repeated.
+//! compile): each run waits for quiet first, and a run that `xdp_bench` or other work overlapped
+//! (CPU time no process of ours accounts for) is repeated.
 //! nginx, haproxy and wrk are installed from Debian on first use (they are benchmark peers, not
 //! build or test prerequisites, so `cargo xtask setup` does not install them). Every process
 //! started here is stopped by PID, also on failure. Results: `target/bench/l7.json` and
@@ -75,6 +78,8 @@ struct Settings {
     secs: u64,
     runs: usize,
     connections: usize,
+    /// Workers of every proxy alike: nginx processes, haproxy threads, gateway tokio workers.
+    workers: usize,
 }
 
 impl Settings {
@@ -91,7 +96,12 @@ impl Settings {
             secs: var("L7_BENCH_SECS", 10)?,
             runs: var("L7_BENCH_RUNS", 3)?,
             connections: var("L7_BENCH_CONNECTIONS", 32)?,
+            workers: var("L7_BENCH_WORKERS", 1)?,
         };
+        anyhow::ensure!(
+            (1..=8).contains(&s.workers),
+            "L7_BENCH_WORKERS must be 1..=8"
+        );
         anyhow::ensure!((1..=120).contains(&s.secs), "L7_BENCH_SECS must be 1..=120");
         anyhow::ensure!((1..=9).contains(&s.runs), "L7_BENCH_RUNS must be 1..=9");
         anyhow::ensure!(
@@ -111,6 +121,9 @@ impl Settings {
         }
         if self.connections != 32 {
             let _ = write!(env, "L7_BENCH_CONNECTIONS={} ", self.connections);
+        }
+        if self.workers != 1 {
+            let _ = write!(env, "L7_BENCH_WORKERS={} ", self.workers);
         }
         format!("{env}cargo xtask bench l7")
     }
@@ -383,7 +396,7 @@ struct Fleet {
     versions: Vec<(String, String)>,
 }
 
-fn start_fleet(bins: &Bins, dir: &Path) -> anyhow::Result<Fleet> {
+fn start_fleet(bins: &Bins, dir: &Path, workers: usize) -> anyhow::Result<Fleet> {
     let mut procs = Vec::new();
     // Certificate for the TLS peers (nginx and the gateway use the same).
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -438,12 +451,12 @@ fn start_fleet(bins: &Bins, dir: &Path) -> anyhow::Result<Fleet> {
     let (nginx_port, nginx_tls_port, haproxy_port) = (ports[0], ports[1], ports[2]);
     let (gw_port, gw_tls_port, gw_log_port) = (ports[3], ports[4], ports[5]);
 
-    // nginx: 2 workers (the gateway has 2 tokio workers), upstream keep-alive 32, no log.
+    // nginx: as many workers as every proxy gets, upstream keep-alive 32, no log.
     let ngx_dir = dir.join("nginx");
     fs::create_dir_all(ngx_dir.join("tmp"))?;
     let ngx = ngx_dir.display();
     let nginx_conf = format!(
-        r#"worker_processes 2;
+        r#"worker_processes {workers};
 pid {ngx}/nginx.pid;
 error_log {ngx}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -500,13 +513,13 @@ http {{
     let nginx_pid = nginx.pid();
     procs.push(nginx);
 
-    // haproxy: 2 threads, HTTP mode, keep-alive and connection reuse toward the backend.
+    // haproxy: as many threads as every proxy gets, HTTP mode, keep-alive and connection reuse toward the backend.
     let haproxy_conf = dir.join("haproxy.cfg");
     fs::write(
         &haproxy_conf,
         format!(
             r#"global
-  nbthread 2
+  nbthread {workers}
   maxconn 4096
 defaults
   mode http
@@ -541,6 +554,7 @@ backend backend
         format!(
             r#"instance: {name}
 state_dir: {state}
+workers: {workers}
 listeners:
 {listeners}access_log: {access_log}
 upstreams:
@@ -1064,7 +1078,7 @@ struct Report {
 fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<Report> {
     let script = dir.join("report.lua");
     fs::write(&script, WRK_SCRIPT)?;
-    let fleet = start_fleet(bins, dir)?;
+    let fleet = start_fleet(bins, dir, settings.workers)?;
     let m = Measure {
         settings,
         bins,
@@ -1209,6 +1223,10 @@ fn render(
     let (nginx_rps, _) = find(peak, "nginx").unwrap_or((f64::NAN, f64::NAN));
     let (gw_rps, _) = find(peak, "gateway").unwrap_or((f64::NAN, f64::NAN));
     let (_, direct_rate_p99) = find(at_rate, "direct").unwrap_or((f64::NAN, f64::NAN));
+    let direct_rate_p50 = at_rate
+        .iter()
+        .find(|s| s.peer == "direct")
+        .map_or(f64::NAN, |s| s.p50);
     let added = |v: &[Summary], name: &str| {
         find(v, name).map_or(f64::NAN, |(_, p99)| p99 - direct_rate_p99)
     };
@@ -1228,10 +1246,13 @@ fn render(
         md,
         "Loopback only, every peer started by the benchmark. Backend: `bench_backend` (hyper, 1 tokio worker, fixed 100-byte body). \
          Placement: proxy and backend pinned to CPU {SERVER_CPU}, load generator alone on CPU {LOAD_CPU} (`taskset`), the same for every peer. \
-         nginx: 2 workers, upstream keep-alive 32, no access log; haproxy: `nbthread 2`, HTTP mode, keep-alive and `http-reuse always`; \
-         gateway: its fixed 2-worker tokio runtime, L7 only. TLS: ECDSA P-256 self-signed, keep-alive (one handshake per connection). \
+         Every proxy gets {w} worker(s) (`L7_BENCH_WORKERS`; 1 is what each one's default picks on one CPU): \
+         nginx `worker_processes {w}`, upstream keep-alive 32, no access log; haproxy `nbthread {w}`, HTTP mode, keep-alive and `http-reuse always`; \
+         gateway `workers: {w}`, L7 only, default limits, retries and timeouts. TLS: ECDSA P-256 self-signed, keep-alive (one handshake per connection). \
          Medians of {} runs of {} s, runs interleaved across peers.\n",
-        settings.runs, settings.secs
+        settings.runs,
+        settings.secs,
+        w = settings.workers
     );
     let _ = writeln!(
         md,
@@ -1275,21 +1296,26 @@ fn render(
     );
     let _ = writeln!(
         md,
-        "| peer | req/s achieved | p50 | p99 | p99.9 | added p99 vs direct | CPU {SERVER_CPU} busy | errors |"
+        "| peer | req/s achieved | p50 | p99 | p99.9 | added p50 vs direct | added p99 vs direct | CPU {SERVER_CPU} busy | errors |"
     );
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in at_rate {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {} | {} | {} | {} | {:.0} % | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {:.0} % | {} |",
             s.peer,
             s.rps,
             us(s.p50),
             us(s.p99),
             us(s.p999),
+            if s.peer == "direct" {
+                "-".into()
+            } else {
+                signed_us(s.p50 - direct_rate_p50)
+            },
             if s.peer == "direct" {
                 "-".into()
             } else {
@@ -1402,8 +1428,8 @@ fn render(
     let _ = writeln!(json, "  \"command\": {},", json_str(&settings.command()));
     let _ = writeln!(
         json,
-        "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"backend_threads\":1,\"nginx_workers\":2,\"haproxy_threads\":2,\"gateway_workers\":2,\"peak_tool\":\"wrk -t1\",\"rate_tool\":\"bench_load\"}},",
-        settings.secs, settings.runs, settings.connections
+        "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"backend_threads\":1,\"proxy_workers\":{},\"peak_tool\":\"wrk -t1\",\"rate_tool\":\"bench_load\"}},",
+        settings.secs, settings.runs, settings.connections, settings.workers
     );
     let _ = writeln!(
         json,
