@@ -219,16 +219,8 @@ impl Defense {
 
     pub fn allow(&self, net: IpNet, actor: &str, note: Option<String>) -> Result<(), DefenseError> {
         let _lock = self.pins.lock()?;
-        self.journal.append(&Record {
-            ts: unix_now(),
-            action: Action::Allow,
-            target: net.trunc().to_string(),
-            origin: origin::name(origin::MANUAL).into(),
-            reason: reason::name(reason::OPERATOR).into(),
-            note,
-            expires: None,
-            actor: actor.into(),
-        })?;
+        self.journal
+            .append(&allowlist_record(Action::Allow, net, note, actor))?;
         self.maps()?.allow(net, origin::MANUAL)?;
         Ok(())
     }
@@ -244,16 +236,8 @@ impl Defense {
         if !maps.allowed().iter().any(|(n, _)| *n == net.trunc()) {
             return Ok(false);
         }
-        self.journal.append(&Record {
-            ts: unix_now(),
-            action: Action::Disallow,
-            target: net.trunc().to_string(),
-            origin: origin::name(origin::MANUAL).into(),
-            reason: reason::name(reason::OPERATOR).into(),
-            note,
-            expires: None,
-            actor: actor.into(),
-        })?;
+        self.journal
+            .append(&allowlist_record(Action::Disallow, net, note, actor))?;
         maps.disallow(net).map_err(DefenseError::from)
     }
 
@@ -420,6 +404,20 @@ impl Defense {
     pub fn sweep(&self) -> Result<usize, DefenseError> {
         let _lock = self.pins.lock()?;
         Ok(self.maps()?.sweep_expired(BootClock::now().boot_ns)?)
+    }
+}
+
+/// The journal record of an operator's allowlist change.
+fn allowlist_record(action: Action, net: IpNet, note: Option<String>, actor: &str) -> Record {
+    Record {
+        ts: unix_now(),
+        action,
+        target: net.trunc().to_string(),
+        origin: origin::name(origin::MANUAL).into(),
+        reason: reason::name(reason::OPERATOR).into(),
+        note,
+        expires: None,
+        actor: actor.into(),
     }
 }
 
