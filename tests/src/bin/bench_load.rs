@@ -28,12 +28,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+// The benchmark talks to its own self-signed certificate on loopback: the proxy's
+// `verify: false` verifier does exactly that.
+use gateway::proxy::upstream::NoVerification;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::{
     net::TcpStream,
     sync::{Mutex, mpsc},
@@ -144,7 +143,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
             .with_safe_default_protocol_versions()
             .map(|b| {
                 b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                    .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
                     .with_no_client_auth()
             });
         if let Ok(c) = config.as_mut() {
@@ -367,53 +366,4 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1] as f64 / 1e3
-}
-
-/// Accepts any certificate: the benchmark talks to its own self-signed one on loopback.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

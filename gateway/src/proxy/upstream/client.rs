@@ -152,7 +152,7 @@ fn tls_config(tls: &UpstreamTls) -> Result<ClientConfig, String> {
 /// `tls.verify: false`: accepts any certificate and name, but still checks that the handshake
 /// is signed by the key of the certificate presented.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
 use tokio::{task::AbortHandle, time::Instant};
 
+pub use self::client::NoVerification;
 use self::{
     breaker::{Breaker, millis},
     budget::RetryBudget,
