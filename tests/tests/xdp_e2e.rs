@@ -407,6 +407,19 @@ fn blocks_survive_restart_crash_and_a_wiped_bpffs() {
     );
     let list = inst.cli_ok(&["block", "list"]);
     assert!(list.contains("ticket SOC-42"), "analyst note lost: {list}");
+    // The audit trail says who did it and why.
+    let audit = inst.cli_ok(&["audit", "--since", "1h", "--json"]);
+    let first: serde_json::Value =
+        serde_json::from_str(audit.lines().next().expect("a record")).expect("json line");
+    assert_eq!(first["action"], "block");
+    assert_eq!(first["target"], format!("{ATTACKER}/32"));
+    assert_eq!(first["note"], "ticket SOC-42");
+    assert!(
+        first["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("cli:")),
+        "{first}"
+    );
 
     // kill -9: no cleanup at all, then start again.
     daemon.kill();

@@ -2,6 +2,7 @@
 //! exits with code 2 and changes nothing; other failures exit with 1.
 
 mod allow;
+mod audit;
 mod block;
 mod check;
 mod docs;
@@ -76,6 +77,8 @@ pub enum Command {
     Allow(allow::AllowCommand),
     /// Packet and byte counters of the XDP program by verdict and reason, summed over CPUs.
     Stats(stats::StatsArgs),
+    /// The audit journal: every block, unblock and allowlist change, with who and why.
+    Audit(audit::AuditArgs),
     /// Inspect the instance's pinned maps (list, dump, reset).
     #[command(subcommand)]
     Maps(maps::MapsCommand),
@@ -168,6 +171,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Allow(cmd) => allow::execute(&cli.target.resolve()?, cmd),
         Command::Stats(args) => stats::execute(&cli.target.resolve()?, &args),
         Command::Maps(cmd) => maps::execute(&cli.target.resolve()?, cmd),
+        Command::Audit(args) => audit::execute(&cli.target.resolve()?, &args),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())
