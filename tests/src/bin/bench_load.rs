@@ -11,6 +11,9 @@
 //! timer has a resolution of 1 ms, larger than the latencies measured: run it on a core of its
 //! own. TLS certificates are not verified (the benchmark's own self-signed one).
 //!
+//! `--slow-log PATH [--slow-us 1000]` also writes every request slower than that, as
+//! `scheduled_offset_ms latency_us` lines, to see whether a tail is periodic (a timer) or random.
+//!
 //! `bench_load --jitter-secs S` instead spins on its CPU for S seconds and reports how much time
 //! the thread lost in gaps over 50 µs (preemption, interrupts, a hypervisor): the noise floor of
 //! any latency percentile measured on that CPU.
@@ -46,10 +49,14 @@ struct Args {
     rate: f64,
     connections: usize,
     duration: Duration,
+    /// `--slow-log PATH --slow-us N`: every request slower than N µs, as `offset_ms latency_us`.
+    slow_log: Option<std::path::PathBuf>,
+    slow_ns: u64,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let (mut url, mut rate, mut connections, mut duration) = (None, None, 32usize, 10.0f64);
+    let (mut slow_log, mut slow_us) = (None, 1000u64);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -61,6 +68,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rate" => rate = Some(value()?.parse::<f64>()?),
             "--connections" => connections = value()?.parse()?,
             "--duration-secs" => duration = value()?.parse()?,
+            "--slow-log" => slow_log = Some(value()?.into()),
+            "--slow-us" => slow_us = value()?.parse()?,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -98,6 +107,8 @@ fn parse_args() -> anyhow::Result<Args> {
         rate,
         connections,
         duration: Duration::from_secs_f64(duration),
+        slow_log,
+        slow_ns: slow_us.saturating_mul(1000),
     })
 }
 
@@ -133,6 +144,8 @@ struct Samples {
     service_ns: Vec<u64>,
     non_2xx: u64,
     errors: u64,
+    /// Scheduled time and latency of the requests over `--slow-us` (with `--slow-log`).
+    slow: Vec<(Instant, u64)>,
 }
 
 async fn run(args: Args) -> anyhow::Result<String> {
@@ -205,6 +218,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 all.service_ns.extend(s.service_ns);
                 all.non_2xx += s.non_2xx;
                 all.errors += s.errors;
+                all.slow.extend(s.slow);
             }
             Ok(Err(e)) => anyhow::bail!("worker panicked: {e}"),
             Err(_) => {}
@@ -214,6 +228,18 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let completed = all.latency_ns.len() as u64;
     let timeouts = (expected as u64).saturating_sub(completed + all.non_2xx + all.errors);
 
+    if let Some(path) = &args.slow_log {
+        all.slow.sort_unstable();
+        let mut text = String::new();
+        for (at, latency) in &all.slow {
+            text.push_str(&format!(
+                "{:.3} {:.1}\n",
+                at.duration_since(start).as_secs_f64() * 1e3,
+                *latency as f64 / 1e3
+            ));
+        }
+        std::fs::write(path, text)?;
+    }
     all.latency_ns.sort_unstable();
     all.service_ns.sort_unstable();
     lag_ns.sort_unstable();
@@ -303,7 +329,11 @@ async fn worker(
         }
         let done = Instant::now();
         if ok {
-            samples.latency_ns.push(nanos(done.duration_since(at)));
+            let latency = nanos(done.duration_since(at));
+            if args.slow_log.is_some() && latency > args.slow_ns {
+                samples.slow.push((at, latency));
+            }
+            samples.latency_ns.push(latency);
             samples.service_ns.push(nanos(done - sent));
         } else {
             samples.non_2xx += 1;
