@@ -23,7 +23,22 @@ pub struct ViolationSink {
 impl ViolationSink {
     /// Reports `reason` against `source`; reasons of weight 0 are not sent at all.
     pub fn report(&self, source: IpNet, behind_proxy: bool, reason: &'static str) {
-        let weight = self.section.weight(reason);
+        self.report_weighted(source, behind_proxy, reason, None);
+    }
+
+    /// Like [`Self::report`], with a weight the stage computed (a WAF anomaly score) in place
+    /// of the table's, unless the operator set one for `reason` in `defense.weights`.
+    pub fn report_weighted(
+        &self,
+        source: IpNet,
+        behind_proxy: bool,
+        reason: &'static str,
+        weight: Option<f64>,
+    ) {
+        let weight = match weight {
+            Some(w) if !self.section.weights.contains_key(reason) => w,
+            _ => self.section.weight(reason),
+        };
         if weight > 0.0 {
             let _ = self.tx.try_send(Violation {
                 source,

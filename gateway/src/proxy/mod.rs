@@ -9,6 +9,7 @@ pub mod proxy_protocol;
 pub mod router;
 pub mod server;
 mod service;
+pub mod stage;
 pub mod upstream;
 
 /// Errors carried inside bodies.

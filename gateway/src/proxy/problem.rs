@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 
-use super::Body;
+use super::{Body, stage::Evidence};
 
 #[derive(Debug)]
 pub struct Problem {
@@ -13,6 +13,8 @@ pub struct Problem {
     /// Stable, machine-matchable: `route_not_found`, `upstream_timeout`, ...
     pub code: &'static str,
     pub detail: Option<String>,
+    /// Why, for the security event; never sent to the client.
+    pub evidence: Option<Box<Evidence>>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -22,8 +24,15 @@ impl Problem {
             status,
             code,
             detail: None,
+            evidence: None,
             headers: Vec::new(),
         }
+    }
+
+    /// Attaches what the security event should say about this rejection.
+    pub fn evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = Some(Box::new(evidence));
+        self
     }
 
     /// A sentence for the client; must never carry internals or secrets.

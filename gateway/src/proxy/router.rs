@@ -36,6 +36,9 @@ pub struct Route {
     pub add_prefix: Option<String>,
     pub security_headers: SecurityHeaders,
     pub hide_upstream_identity: bool,
+    /// A stage on this route reads the body (validation, WAF): it is read whole (within
+    /// `http.max_body_bytes`) before the stages run, instead of streamed.
+    pub buffer_body: bool,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -145,6 +148,7 @@ impl Router {
                 add_prefix: c.add_prefix.clone(),
                 security_headers: c.security_headers.clone(),
                 hide_upstream_identity: c.hide_upstream_identity,
+                buffer_body: false,
                 host,
                 path,
                 methods,

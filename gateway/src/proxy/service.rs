@@ -28,6 +28,7 @@ use super::{
     normalize,
     problem::Problem,
     router::{Found, Router},
+    stage::{Finding, RequestContext},
     upstream::Upstreams,
 };
 use crate::{
@@ -65,10 +66,13 @@ pub struct Connection {
 }
 
 /// What the access log and the response need from a finished request.
+#[derive(Default)]
 struct Outcome {
     route: Option<String>,
     upstream: Option<String>,
     code: Option<&'static str>,
+    /// What stages noticed without rejecting.
+    findings: Vec<Finding>,
 }
 
 pub async fn handle(
@@ -98,24 +102,30 @@ pub async fn handle(
     let (mut resp, outcome) = if shared.blocked.contains(client_ip) {
         let problem = Problem::new(StatusCode::FORBIDDEN, "client_blocked");
         let outcome = Outcome {
-            route: None,
-            upstream: None,
             code: Some(problem.code),
+            ..Outcome::default()
         };
         (problem.into_response(&request_id), outcome)
     } else {
-        match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
+        let behind_proxy = runtime.trusted.contains(conn.peer.ip());
+        let (resp, outcome) = match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
             Ok(done) => done,
             Err((problem, outcome)) => {
                 // A rejection the client caused is evidence for the defense loop (the weight
                 // table decides which codes count).
                 if let Some(sink) = &shared.violations {
-                    let behind_proxy = runtime.trusted.contains(conn.peer.ip());
-                    sink.report(ipnet::IpNet::from(client_ip), behind_proxy, problem.code);
+                    let weight = problem.evidence.as_ref().and_then(|e| e.weight);
+                    sink.report_weighted(client_ip.into(), behind_proxy, problem.code, weight);
                 }
                 (problem.into_response(&request_id), outcome)
             }
+        };
+        if let Some(sink) = &shared.violations {
+            for f in &outcome.findings {
+                sink.report_weighted(client_ip.into(), behind_proxy, f.code, f.evidence.weight);
+            }
         }
+        (resp, outcome)
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -153,24 +163,10 @@ async fn pipeline(
     request_id: &str,
     client_ip: IpAddr,
 ) -> Result<(Response<Body>, Outcome), Failure> {
-    let mut outcome = Outcome {
-        route: None,
-        upstream: None,
-        code: None,
-    };
+    let mut outcome = Outcome::default();
     let fail = |problem: Problem, outcome: &mut Outcome| {
         outcome.code = Some(problem.code);
-        (
-            problem,
-            std::mem::replace(
-                outcome,
-                Outcome {
-                    route: None,
-                    upstream: None,
-                    code: None,
-                },
-            ),
-        )
+        (problem, std::mem::take(outcome))
     };
     let limits = &runtime.limits;
 
@@ -226,7 +222,7 @@ async fn pipeline(
     // Route on host + normalised path + method.
     let host = request_host(&req);
     let host_no_port = host.as_deref().map_or("", strip_port);
-    let (route, _params) = match runtime.router.find(host_no_port, &path, req.method()) {
+    let (route, params) = match runtime.router.find(host_no_port, &path, req.method()) {
         Found::Route { route, params } => (route, params),
         Found::MethodNotAllowed(allowed) => {
             let allow = allowed
@@ -250,6 +246,39 @@ async fn pipeline(
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.clone());
 
+    // The body, read whole only when a stage on this route judges it.
+    let (mut parts, body) = req.into_parts();
+    let body = if route.buffer_body {
+        match read_body(body, limits.max_body_bytes).await {
+            Ok(bytes) => RequestBody::Buffered(bytes),
+            Err(problem) => return Err(fail(problem, &mut outcome)),
+        }
+    } else {
+        RequestBody::Streamed(body)
+    };
+
+    // Stages, in DESIGN order; each costs nothing on a route that configures none of it.
+    let mut ctx = RequestContext {
+        request_id,
+        client_ip,
+        behind_proxy: runtime.trusted.contains(conn.peer.ip()),
+        tls: conn.tls.as_ref(),
+        route,
+        path: &path,
+        params: &params,
+        body: match &body {
+            RequestBody::Buffered(b) => Some(b),
+            RequestBody::Streamed(_) => None,
+        },
+        principal: None,
+        findings: Vec::new(),
+    };
+    let verdict = stages(runtime, &mut ctx, &mut parts).await;
+    outcome.findings = std::mem::take(&mut ctx.findings);
+    if let Err(problem) = verdict {
+        return Err(fail(problem, &mut outcome));
+    }
+
     // Upstream request: rewritten path, hop-by-hop headers gone, forwarding headers ours, body
     // streamed through a size limit.
     let Some(upstream) = runtime.upstreams.get(&route.upstream) else {
@@ -259,7 +288,6 @@ async fn pipeline(
         ));
     };
     let tls = conn.tls.is_some();
-    let (mut parts, body) = req.into_parts();
     let mut target = route.upstream_path(&path);
     if let Some(q) = parts.uri.query() {
         target.push('?');
@@ -274,7 +302,7 @@ async fn pipeline(
             ));
         }
     };
-    let host_value = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+    let host_value = host.and_then(|h| HeaderValue::from_str(&h).ok());
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(
         &mut parts.headers,
@@ -296,12 +324,17 @@ async fn pipeline(
     }
     parts.version = http::Version::HTTP_11;
     let over_limit = Arc::new(AtomicBool::new(false));
-    let body = LimitedBody {
-        inner: body,
-        remaining: limits.max_body_bytes,
-        over: Arc::clone(&over_limit),
-    }
-    .boxed();
+    let body = match body {
+        RequestBody::Streamed(inner) => LimitedBody {
+            inner,
+            remaining: limits.max_body_bytes,
+            over: Arc::clone(&over_limit),
+        }
+        .boxed(),
+        RequestBody::Buffered(bytes) => http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed(),
+    };
 
     let response = match upstream.send(Request::from_parts(parts, body)).await {
         Ok(r) => r,
@@ -328,6 +361,51 @@ async fn pipeline(
     );
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     Ok((Response::from_parts(parts, body), outcome))
+}
+
+/// Runs the request stages in order: rate limits (per client) -> authentication ->
+/// authorisation -> validation -> WAF. Each stage may read and add to `ctx` and edit the
+/// request head (`parts`: say, forwarding verified claims as headers) before it goes upstream.
+async fn stages(
+    runtime: &Runtime,
+    ctx: &mut RequestContext<'_>,
+    parts: &mut http::request::Parts,
+) -> Result<(), Problem> {
+    let _ = (runtime, &ctx, &parts);
+
+    // -- stage: rate limits --
+
+    // -- stage: authentication --
+
+    // -- stage: authorisation --
+
+    // -- stage: validation --
+
+    // -- stage: WAF --
+
+    Ok(())
+}
+
+/// The request body as it goes upstream.
+enum RequestBody {
+    /// Streamed through [`LimitedBody`]: the default.
+    Streamed(Incoming),
+    /// Read whole because a stage judges it.
+    Buffered(Bytes),
+}
+
+/// Reads a body whole, refusing (413) once it passes `limit`; a client that fails mid-body gets
+/// 400.
+async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, Problem> {
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        )),
+        Err(_) => Err(Problem::new(StatusCode::BAD_REQUEST, "body_incomplete")),
+    }
 }
 
 /// `X-Request-Id` from the client when it is sane, else a fresh random one.
