@@ -352,6 +352,9 @@ async fn pipeline(
 
     // Response filters: hop-by-hop out, security headers in, upstream identity hidden.
     let (mut parts, body) = response.into_parts();
+
+    // -- response filters: masking, size cap --
+
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::apply_response_policy(
         &mut parts.headers,
@@ -373,13 +376,15 @@ async fn stages(
 ) -> Result<(), Problem> {
     let _ = (runtime, &ctx, &parts);
 
-    // -- stage: rate limits --
+    // -- stage: rate limits (per client identity) --
 
     // -- stage: authentication --
 
     // -- stage: authorisation --
 
     // -- stage: validation --
+
+    // -- stage: rate limits (per consumer: keys from the principal) --
 
     // -- stage: WAF --
 
