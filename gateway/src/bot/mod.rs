@@ -147,7 +147,12 @@ impl Detector {
     /// Built per generation: burst state restarts on reload (it is a signal, not a limit).
     pub fn new(section: &BotSection, v4: u8, v6: u8, max_keys: usize) -> Self {
         let mut scanners: Vec<String> = SCANNERS.iter().map(|s| (*s).to_owned()).collect();
-        scanners.extend(section.scanner_agents.iter().map(|s| s.to_ascii_lowercase()));
+        scanners.extend(
+            section
+                .scanner_agents
+                .iter()
+                .map(|s| s.to_ascii_lowercase()),
+        );
         Self {
             scanners,
             block: section.block.clone(),
@@ -195,16 +200,15 @@ impl Detector {
     fn signals(&self, client: IpAddr, parts: &http::request::Parts) -> Vec<(Signal, Evidence)> {
         let mut out = Vec::new();
         let h = &parts.headers;
-        let evidence = |rule: &str, message: String, location: &str, excerpt: Option<String>| {
-            Evidence {
+        let evidence =
+            |rule: &str, message: String, location: &str, excerpt: Option<String>| Evidence {
                 stage: "bot",
                 rule_ids: vec![rule.to_owned()],
                 message,
                 location: Some(location.to_owned()),
                 excerpt,
                 weight: None,
-            }
-        };
+            };
         let ua = h
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -376,7 +380,11 @@ mod tests {
             .body(())
             .expect("req");
         assert_eq!(codes(&d, no_ua), ["bot_missing_user_agent"]);
-        for agent in ["sqlmap/1.7.2#stable (https://sqlmap.org)", "Mozilla/5.0 Nikto", "evilbot/2"] {
+        for agent in [
+            "sqlmap/1.7.2#stable (https://sqlmap.org)",
+            "Mozilla/5.0 Nikto",
+            "evilbot/2",
+        ] {
             let r = http::Request::get("/x")
                 .header("host", "api.example.com")
                 .header("accept", "*/*")

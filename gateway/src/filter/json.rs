@@ -160,7 +160,8 @@ impl Scanner<'_> {
                 }
                 let lit = &self.b[start..self.i];
                 let ok = matches!(lit, b"true" | b"false" | b"null")
-                    || (!lit.is_empty() && serde_json::from_slice::<serde_json::Number>(lit).is_ok());
+                    || (!lit.is_empty()
+                        && serde_json::from_slice::<serde_json::Number>(lit).is_ok());
                 ok.then_some(())
             }
         }
@@ -191,15 +192,17 @@ mod tests {
     use super::*;
 
     fn rules(r: &[&str]) -> Vec<FieldRule> {
-        r.iter().map(|s| FieldRule::parse(s).expect("rule")).collect()
+        r.iter()
+            .map(|s| FieldRule::parse(s).expect("rule"))
+            .collect()
     }
 
     #[test]
     fn names_and_pointers_mask_values_keeping_the_rest() {
         let doc = br#"{ "user": {"name":"Ann", "Password": "hunter2", "ssn": 123456789},
   "items": [ {"secret": {"a": [1,2]}}, {"secret": null} ], "note": "password" }"#;
-        let out = mask_fields(doc, &rules(&["password", "/items/*/secret", "/user/ssn"]))
-            .expect("json");
+        let out =
+            mask_fields(doc, &rules(&["password", "/items/*/secret", "/user/ssn"])).expect("json");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             r#"{ "user": {"name":"Ann", "Password": "****", "ssn": "****"},

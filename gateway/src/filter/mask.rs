@@ -21,7 +21,8 @@ pub enum Pattern {
 // Every alternative has bounded repetition, so no match is longer than `MAX_MATCH`: a match
 // starting more than `WINDOW` bytes before the end of what has arrived is final.
 const CARD: &str = r"\b\d(?:[ \-]?\d){12,18}\b";
-const EMAIL: &str = r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}\.[A-Za-z]{2,24}\b";
+const EMAIL: &str =
+    r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}\.[A-Za-z]{2,24}\b";
 const BEARER: &str = r"(?i:\bbearer[ \t]{1,8})[A-Za-z0-9\-._~+/]{8,2048}={0,2}";
 const JWT: &str = r"\beyJ[A-Za-z0-9_\-]{4,2048}\.eyJ[A-Za-z0-9_\-]{4,2048}\.[A-Za-z0-9_\-]{0,2048}";
 /// Longer than the longest possible match (a JWT: 3 x 2048 + 8), plus look-ahead.
@@ -185,7 +186,7 @@ pub fn luhn(s: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Masks a stream: holds back at most `WINDOW + BATCH` bytes (plus the chunk being judged) so a
@@ -268,12 +269,18 @@ mod tests {
         );
         assert_eq!(
             masked("Authorization: Bearer abcDEF123456789.xyz"),
-            format!("Authorization: Bearer {}", "*".repeat("abcDEF123456789.xyz".len()))
+            format!(
+                "Authorization: Bearer {}",
+                "*".repeat("abcDEF123456789.xyz".len())
+            )
         );
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature";
         assert_eq!(masked(jwt), "*".repeat(jwt.len()));
         // Order numbers and long digit runs are not cards.
-        assert_eq!(masked("order 12345678 ref 12345678901234567890123"), "order 12345678 ref 12345678901234567890123");
+        assert_eq!(
+            masked("order 12345678 ref 12345678901234567890123"),
+            "order 12345678 ref 12345678901234567890123"
+        );
     }
 
     #[test]

@@ -151,10 +151,8 @@ impl ResponseFilter {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
         if encoded {
-            return Err(
-                Problem::new(StatusCode::BAD_GATEWAY, "response_unmaskable")
-                    .detail("the upstream answered with a compressed body this route must mask"),
-            );
+            return Err(Problem::new(StatusCode::BAD_GATEWAY, "response_unmaskable")
+                .detail("the upstream answered with a compressed body this route must mask"));
         }
         let content_type = parts
             .headers
@@ -182,9 +180,8 @@ impl ResponseFilter {
             .masker
             .as_ref()
             .map(|m| StreamMasker::new(Arc::clone(m)));
-        let buffer_json = json
-            && !self.fields.is_empty()
-            && length.is_none_or(|n| n <= self.json_buffer);
+        let buffer_json =
+            json && !self.fields.is_empty() && length.is_none_or(|n| n <= self.json_buffer);
         if !buffer_json {
             if json && !self.fields.is_empty() {
                 tracing::debug!(
@@ -204,18 +201,26 @@ impl ResponseFilter {
                 None => break,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "upstream response body failed");
-                    return Err(Problem::new(StatusCode::BAD_GATEWAY, "upstream_body_failed"));
+                    return Err(Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_body_failed",
+                    ));
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         collected.extend_from_slice(&data);
                         if collected.len() as u64 > limit {
-                            if self.max_body.is_some_and(|cap| collected.len() as u64 > cap) {
+                            if self
+                                .max_body
+                                .is_some_and(|cap| collected.len() as u64 > cap)
+                            {
                                 return Err(Problem::new(
                                     StatusCode::BAD_GATEWAY,
                                     "response_too_large",
                                 )
-                                .detail("the upstream's response is larger than this route allows"));
+                                .detail(
+                                    "the upstream's response is larger than this route allows",
+                                ));
                             }
                             tracing::debug!(
                                 limit = self.json_buffer,
@@ -248,9 +253,7 @@ impl ResponseFilter {
         let full = http_body_util::Full::new(Bytes::from(out)).map_err(|never| match never {});
         Ok(match trailers {
             None => full.boxed(),
-            Some(t) => full
-                .with_trailers(async move { Some(Ok(t)) })
-                .boxed(),
+            Some(t) => full.with_trailers(async move { Some(Ok(t)) }).boxed(),
         })
     }
 }
@@ -401,7 +404,10 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from(doc)).map_err(|never| match never {});
         let out = f.apply(&mut parts, body).await.expect("filtered");
         let bytes = out.collect().await.expect("body").to_bytes();
-        assert_eq!(&bytes[..], br#"{"password":"****","contact":"***@example.com"}"#);
+        assert_eq!(
+            &bytes[..],
+            br#"{"password":"****","contact":"***@example.com"}"#
+        );
         assert_eq!(
             parts.headers.get(header::CONTENT_LENGTH),
             Some(&HeaderValue::from(bytes.len()))
@@ -412,8 +418,9 @@ mod tests {
     async fn announced_oversize_is_refused() {
         let f = filter("{ max_body_bytes: 10 }");
         let mut parts = response(&[("content-length", "11")]);
-        let body = http_body_util::Full::new(Bytes::from("x".repeat(11))).map_err(|never| match never {});
-        let err = f.apply(&mut parts, body).await.err().expect("refused");
+        let body =
+            http_body_util::Full::new(Bytes::from("x".repeat(11))).map_err(|never| match never {});
+        let err = f.apply(&mut parts, body).await.expect_err("refused");
         assert_eq!(err.code, "response_too_large");
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
     }
@@ -423,7 +430,7 @@ mod tests {
         let f = filter("{ mask_patterns: [card_number] }");
         let mut parts = response(&[("content-encoding", "gzip")]);
         let body = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
-        let err = f.apply(&mut parts, body).await.err().expect("refused");
+        let err = f.apply(&mut parts, body).await.expect_err("refused");
         assert_eq!(err.code, "response_unmaskable");
     }
 

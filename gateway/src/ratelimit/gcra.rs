@@ -134,7 +134,13 @@ impl GcraTable {
         }
         if shard.tats.len() >= self.shard_cap {
             let check = decide(rate, &mut shard.overflow, now);
-            return (check, Slot { key, overflow: true });
+            return (
+                check,
+                Slot {
+                    key,
+                    overflow: true,
+                },
+            );
         }
         let mut tat = 0;
         let check = decide(rate, &mut tat, now);
@@ -166,7 +172,7 @@ impl GcraTable {
     }
 
     /// Keys held now.
-    pub fn len(&self) -> usize {
+    pub fn key_count(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map_or(0, |s| s.tats.len()))
@@ -322,7 +328,7 @@ mod tests {
         for k in 0..200_000u64 {
             let key = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let _ = t.check(key, now + k * 1000);
-            assert!(t.len() <= 64, "table grew past its cap");
+            assert!(t.key_count() <= 64, "table grew past its cap");
         }
         assert!(
             !allowed(t.check(abuser, now + SEC).0),
@@ -346,6 +352,6 @@ mod tests {
         // Once key 1's bucket is full again it is evicted and key 2 gets its own.
         let (c, slot) = t.check(2, 3 * SEC);
         assert!(allowed(c) && !slot.overflow);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.key_count(), 1);
     }
 }

@@ -230,8 +230,14 @@ impl RouteLimits {
             };
             let id = format!(
                 "{}|{}|{:?}",
-                c.name.as_deref().map_or(format!("route:{route}.{i}"), |n| format!("name:{n}")),
-                parts.iter().map(KeyPart::describe).collect::<Vec<_>>().join("+"),
+                c.name
+                    .as_deref()
+                    .map_or(format!("route:{route}.{i}"), |n| format!("name:{n}")),
+                parts
+                    .iter()
+                    .map(KeyPart::describe)
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 kind
             );
             let consumer = parts.iter().any(KeyPart::needs_principal);
@@ -292,7 +298,11 @@ fn parse_quota(s: &str) -> Result<(u64, Period), String> {
     let period = match unit.trim() {
         "day" | "d" => Period::Day,
         "month" => Period::Month,
-        other => return Err(format!("quota `{s}`: unknown period `{other}` (day, month)")),
+        other => {
+            return Err(format!(
+                "quota `{s}`: unknown period `{other}` (day, month)"
+            ));
+        }
     };
     Ok((limit, period))
 }

@@ -39,8 +39,7 @@ impl Period {
 
     /// Seconds from `unix_secs` to the start of the next period.
     pub fn until_next(self, unix_secs: u64) -> u64 {
-        self.start(self.id(unix_secs) + 1)
-            .saturating_sub(unix_secs)
+        self.start(self.id(unix_secs) + 1).saturating_sub(unix_secs)
     }
 
     /// Length of the period `unix_secs` falls in.
@@ -214,7 +213,9 @@ impl QuotaTable {
         let period = self.period.id(unix_secs);
         let mut out = Vec::new();
         for shard in &self.shards {
-            let shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             out.extend(
                 shard
                     .used
@@ -262,7 +263,10 @@ mod tests {
         assert_eq!(Period::Month.length(FEB_28_2026_END), 28 * DAY);
         assert_eq!(Period::Month.length(FEB_28_2026_END + 1), 31 * DAY);
         // 2024 is a leap year.
-        assert_eq!(Period::Month.length(days_from_civil(2024, 2) * DAY), 29 * DAY);
+        assert_eq!(
+            Period::Month.length(days_from_civil(2024, 2) * DAY),
+            29 * DAY
+        );
         assert_eq!(
             Period::Month.id(FEB_28_2026_END + 1),
             Period::Month.id(FEB_28_2026_END) + 1
@@ -325,9 +329,6 @@ mod tests {
         for i in 0..10_000 {
             let _ = q.check(&format!("k{i}"), t);
         }
-        assert!(matches!(
-            q.check("abuser", t).0,
-            QuotaCheck::Denied { .. }
-        ));
+        assert!(matches!(q.check("abuser", t).0, QuotaCheck::Denied { .. }));
     }
 }
