@@ -487,7 +487,7 @@ async fn petstore_31_parameters_and_security_are_enforced_or_recorded() {
     let cfg = dir.write(
         "gateway.yaml",
         &format!(
-            "{}openapi:\n  - {{ spec: petstore.yaml, upstream: pets }}\n",
+            "{}openapi:\n  - {{ spec: petstore.yaml, upstream: pets, cors: {{ origins: [https://app.example.com], headers: [X-Tenant] }} }}\n",
             base_yaml(&backend)
         ),
     );
@@ -563,6 +563,20 @@ async fn petstore_31_parameters_and_security_are_enforced_or_recorded() {
         "additionalProperties",
         "{r:?}"
     );
+    // CORS from the `openapi` entry applies to every generated route.
+    let r = send(
+        addr,
+        "OPTIONS",
+        "/v2/pets",
+        &[
+            "Origin: https://app.example.com",
+            "Access-Control-Request-Method: GET",
+            "Access-Control-Request-Headers: x-tenant",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{r:?}");
     // Not strict: an undeclared method falls through to the router's own 405.
     let r = send(addr, "DELETE", "/v2/pets/5", &[], None).await;
     assert_eq!(
@@ -829,7 +843,11 @@ async fn cors_preflights_are_answered_by_the_gateway() {
     .await;
     assert_eq!(r.status, 200);
     assert!(r.header("access-control-allow-origin").is_none(), "{r:?}");
-    assert_eq!(r.header("vary").as_deref(), Some("Origin"), "caches key on Origin");
+    assert_eq!(
+        r.header("vary").as_deref(),
+        Some("Origin"),
+        "caches key on Origin"
+    );
     // A refusal still tells an allowed browser app why.
     let r = send(
         addr,
@@ -1027,4 +1045,22 @@ async fn route_rules_without_a_spec() {
             && errors.to_string().contains("additionalProperties"),
         "{errors}"
     );
+}
+
+#[test]
+fn a_broken_spec_reference_is_a_config_error_with_its_line() {
+    let dir = TempDir::new("badspec");
+    dir.write("swagger.yaml", "swagger: '2.0'\n");
+    for (spec, want) in [
+        ("missing.yaml", "cannot read"),
+        ("swagger.yaml", "not an OpenAPI 3"),
+    ] {
+        let cfg = dir.write(
+            "gateway.yaml",
+            &format!("upstreams:\n  pets: {{ endpoints: [\"http://127.0.0.1:9\"] }}\nopenapi:\n  - {{ spec: {spec}, upstream: pets }}\n"),
+        );
+        let e = Config::load(&cfg).expect_err("refused");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.reason.contains(want), "{e}");
+    }
 }

@@ -31,6 +31,12 @@ pub struct OpenApiSource {
     /// Path prefix of the API; absent means the path of the first `servers` URL.
     #[serde(default)]
     pub base_path: Option<String>,
+    /// CORS for every generated route.
+    #[serde(default)]
+    pub cors: Option<super::CorsConfig>,
+    /// CSRF check for every generated route.
+    #[serde(default)]
+    pub csrf: Option<super::CsrfConfig>,
 }
 
 /// An OpenAPI security requirement, resolved against `components.securitySchemes`. Recorded on
