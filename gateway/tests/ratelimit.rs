@@ -681,3 +681,31 @@ async fn the_response_size_cap_refuses_or_aborts() {
         (200, "small", true)
     );
 }
+
+#[tokio::test]
+async fn buckets_survive_a_reload() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new();
+    let route = |rate: &str| {
+        format!(
+            "  - {{ name: api, match: {{ prefix: / }}, upstream: app, rate_limits: [{{ key: client_ip, rate: {rate}, burst: 1 }}] }}"
+        )
+    };
+    let text = yaml(&backend.url(), &dir.0, &route("1/h"), "");
+    let proxy = Proxy::start(&config(&text)).await.expect("proxy");
+    let addr = proxy.addr("main").expect("addr");
+    assert_eq!(get(addr, "/", "").await.status, 200);
+    assert_eq!(get(addr, "/", "").await.status, 429);
+    // The same limit after a reload: still empty.
+    proxy.reload(&config(&text)).expect("reload");
+    assert_eq!(
+        get(addr, "/", "").await.status,
+        429,
+        "a reload handed out a fresh bucket"
+    );
+    // A changed limit is a new limit.
+    proxy
+        .reload(&config(&yaml(&backend.url(), &dir.0, &route("2/h"), "")))
+        .expect("reload");
+    assert_eq!(get(addr, "/", "").await.status, 200);
+}

@@ -828,6 +828,113 @@ mod tests {
         );
     }
 
+    fn router(limits: &str) -> Router {
+        let c: crate::config::RouteConfig = serde_yaml::from_str(&format!(
+            "{{ name: api, match: {{ prefix: / }}, upstream: a, rate_limits: {limits} }}"
+        ))
+        .expect("route");
+        Router::build(&[c]).expect("router")
+    }
+
+    fn principal(id: &str, tenant: &str) -> Option<crate::proxy::stage::Principal> {
+        Some(crate::proxy::stage::Principal {
+            id: id.into(),
+            scheme: "jwt",
+            claims: serde_json::json!({ "tenant": tenant, "org": { "id": 7 } }),
+            ..Default::default()
+        })
+    }
+
+    /// One request through both stages, as the pipeline runs them.
+    fn request(
+        rl: &RateLimits,
+        router: &Router,
+        ip: &str,
+        who: Option<crate::proxy::stage::Principal>,
+    ) -> Result<HeaderMap, Problem> {
+        let mut ctx = RequestContext {
+            request_id: "t",
+            client_ip: ip.parse().expect("ip"),
+            behind_proxy: false,
+            tls: None,
+            route: &router.routes()[0],
+            path: "/",
+            params: &[],
+            body: None,
+            principal: None,
+            findings: Vec::new(),
+            response_headers: HeaderMap::new(),
+        };
+        let headers = HeaderMap::new();
+        let admission = rl.check_client(&mut ctx, &headers)?;
+        ctx.principal = who;
+        rl.check_consumer(&mut ctx, &headers, admission)?;
+        Ok(ctx.response_headers)
+    }
+
+    fn runtime(router: &Router) -> RateLimits {
+        let section = RateLimitSection::default();
+        let dir = std::env::temp_dir().join("gw-rl-never-written");
+        RateLimits::new(
+            Arc::new(Limiter::open(&dir, "t", &section)),
+            &section,
+            router,
+        )
+    }
+
+    #[test]
+    fn principal_and_claim_keys_with_their_fallbacks() {
+        let router = router(
+            "[{ name: user, key: principal, rate: 1/h, burst: 1 }, \
+              { name: org, key: 'claim:/org/id', rate: 1/h, burst: 3, when_missing: skip }]",
+        );
+        let rl = runtime(&router);
+        let ok = request(&rl, &router, "192.0.2.1", principal("alice", "t1")).expect("first");
+        assert_eq!(
+            ok.get(RATELIMIT).and_then(|v| v.to_str().ok()),
+            Some("\"user\";r=0;t=3600, \"org\";r=2;t=3600")
+        );
+        let refused = request(&rl, &router, "192.0.2.2", principal("alice", "t1"))
+            .expect_err("alice's bucket is per principal, not per address");
+        assert_eq!(refused.code, "rate_limited");
+        // Bob is someone else but shares alice's org (3 at once): alice's first request and
+        // bob's leave one; alice's refused request took nothing from it.
+        let ok = request(&rl, &router, "192.0.2.1", principal("bob", "t1")).expect("bob");
+        assert!(
+            ok.get(RATELIMIT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.ends_with("\"org\";r=1;t=7200")),
+            "{ok:?}"
+        );
+        // No principal: the principal limit falls back to the client address, the claim
+        // limit (when_missing: skip) does not apply.
+        let anon = request(&rl, &router, "198.51.100.9", None).expect("anonymous");
+        assert_eq!(
+            anon.get(RATELIMIT).and_then(|v| v.to_str().ok()),
+            Some("\"user\";r=0;t=3600")
+        );
+        assert!(request(&rl, &router, "198.51.100.9", None).is_err());
+    }
+
+    #[test]
+    fn a_consumer_refusal_gives_back_the_client_tokens() {
+        let router = router(
+            "[{ name: ip, key: client_ip, rate: 1/h, burst: 2 }, \
+              { name: user, key: principal, rate: 1/h, burst: 1 }]",
+        );
+        let rl = runtime(&router);
+        assert!(request(&rl, &router, "192.0.2.1", principal("alice", "t")).is_ok());
+        for _ in 0..5 {
+            let p = request(&rl, &router, "192.0.2.1", principal("alice", "t"))
+                .expect_err("alice is over her limit");
+            assert!(p.detail.as_deref().is_some_and(|d| d.contains("`user`")));
+        }
+        // The address still has its second token: alice's refusals did not spend it.
+        assert!(request(&rl, &router, "192.0.2.1", principal("bob", "t")).is_ok());
+        let p = request(&rl, &router, "192.0.2.1", principal("carol", "t")).expect_err("empty");
+        assert!(p.detail.as_deref().is_some_and(|d| d.contains("`ip`")));
+    }
+
     #[test]
     fn quotas_survive_a_new_limiter_on_the_same_state_dir() {
         let dir = std::env::temp_dir().join(format!("gw-rl-{}", rand::random::<u64>()));
