@@ -1064,3 +1064,42 @@ fn a_broken_spec_reference_is_a_config_error_with_its_line() {
         assert!(e.reason.contains(want), "{e}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_rereads_the_spec() {
+    let backend = Backend::start("pets").await;
+    let dir = TempDir::new("reload");
+    dir.write("petstore.yaml", PETSTORE_30);
+    let cfg = dir.write(
+        "gateway.yaml",
+        &format!(
+            "{}openapi:\n  - {{ spec: petstore.yaml, upstream: pets }}\n",
+            base_yaml(&backend)
+        ),
+    );
+    let proxy = start_file(&cfg).await;
+    let addr = proxy.addr("main").expect("listener");
+    assert_eq!(
+        send(addr, "GET", "/v1/pets?limit=50", &[], None)
+            .await
+            .status,
+        200
+    );
+    dir.write(
+        "petstore.yaml",
+        &PETSTORE_30.replace("maximum: 100", "maximum: 20"),
+    );
+    let config = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    proxy.reload(&config).expect("reload");
+    let r = send(addr, "GET", "/v1/pets?limit=50", &[], None).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    // A spec broken on disk is refused by the load; the running rules stay.
+    dir.write("petstore.yaml", "openapi: [");
+    assert!(Config::load(&cfg).is_err());
+    assert_eq!(
+        send(addr, "GET", "/v1/pets?limit=10", &[], None)
+            .await
+            .status,
+        200
+    );
+}

@@ -428,4 +428,19 @@ mod tests {
         any.response_headers(&request(&[("origin", "https://x.test")]), &mut out);
         assert_eq!(out[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     }
+
+    #[test]
+    fn upstream_cors_headers_are_replaced_by_the_policy() {
+        let c = cors("{ origins: [https://app.example.com] }");
+        let mut upstream = request(&[
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("vary", "Accept-Encoding"),
+        ]);
+        c.on_response(&mut upstream);
+        assert!(!upstream.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert!(!upstream.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        let vary: Vec<_> = upstream.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+    }
 }
