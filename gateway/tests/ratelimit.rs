@@ -326,7 +326,7 @@ async fn quotas_are_kept_across_a_restart() {
         r#"  - { name: api, match: { prefix: / }, upstream: app, rate_limits: [{ name: daily, key: "header:x-api-key", quota: 3/day }] }"#,
         "instance: qtest\n",
     );
-    let key = "X-Api-Key: k1\r\n";
+    let key = "X-Api-Key: sk-live-0123\r\n";
     let proxy = Proxy::start(&config(&text)).await.expect("proxy");
     let addr = proxy.addr("main").expect("addr");
     let r = get(addr, "/", key).await;
@@ -342,6 +342,11 @@ async fn quotas_are_kept_across_a_restart() {
     assert!(
         dir.0.join("qtest/ratelimit-quotas.json").exists(),
         "quota state not written at shutdown"
+    );
+    let state = std::fs::read_to_string(dir.0.join("qtest/ratelimit-quotas.json")).expect("state");
+    assert!(
+        !state.contains("sk-live"),
+        "an API key was written to disk: {state}"
     );
 
     let proxy = Proxy::start(&config(&text)).await.expect("proxy again");

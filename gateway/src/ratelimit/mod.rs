@@ -316,6 +316,10 @@ pub enum Table {
 #[derive(Default, Serialize, Deserialize)]
 struct StateFile {
     version: u32,
+    /// Hex salt of the key digests: quota keys (API keys in a header, say) are stored as
+    /// salted SHA-256, never as they came.
+    #[serde(default)]
+    salt: String,
     /// Quota table id -> counters of its current period.
     quotas: BTreeMap<String, Vec<Entry>>,
 }
@@ -324,6 +328,8 @@ struct StateFile {
 /// reload never hands anyone a fresh bucket.
 pub struct Limiter {
     hasher: std::hash::RandomState,
+    /// Salt of quota key digests, kept in the state file.
+    salt: String,
     tables: Mutex<HashMap<String, Weak<Table>>>,
     /// Counters read from the state file whose table is not built yet.
     pending: Mutex<HashMap<String, Vec<Entry>>>,
@@ -338,21 +344,28 @@ impl Limiter {
     /// quotas start from zero (failing to start would turn a lost file into an outage).
     pub fn open(state_dir: &Path, instance: &str, section: &RateLimitSection) -> Self {
         let state_file = state_dir.join(instance).join("ratelimit-quotas.json");
-        let pending = match std::fs::read(&state_file) {
+        let file = match std::fs::read(&state_file) {
             Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
-                Ok(f) => f.quotas.into_iter().collect(),
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(file = %state_file.display(), error = %e, "quota state unreadable: quotas start from zero");
-                    HashMap::new()
+                    StateFile::default()
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
             Err(e) => {
                 tracing::error!(file = %state_file.display(), error = %e, "quota state unreadable: quotas start from zero");
-                HashMap::new()
+                StateFile::default()
             }
         };
+        // Counters are only meaningful under the salt they were digested with.
+        let (salt, pending) = if file.salt.len() == 32 {
+            (file.salt, file.quotas.into_iter().collect())
+        } else {
+            (format!("{:032x}", rand::random::<u128>()), HashMap::new())
+        };
         Self {
+            salt,
             hasher: std::hash::RandomState::new(),
             tables: Mutex::new(HashMap::new()),
             pending: Mutex::new(pending),
@@ -404,6 +417,17 @@ impl Limiter {
         }
     }
 
+    /// What a quota counts under: a salted digest (128 bits), so the state file never holds an
+    /// API key or other credential used as a key.
+    fn quota_key(&self, key: &str) -> String {
+        use sha2::{Digest as _, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.salt.as_bytes())
+            .chain_update(key.as_bytes())
+            .finalize();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     fn mono_nanos(&self) -> u64 {
         // +1: a stored `tat` of 0 always means "full bucket".
         self.epoch.elapsed().as_nanos() as u64 + 1
@@ -426,6 +450,7 @@ impl Limiter {
         let now = wall_secs();
         let mut file = StateFile {
             version: 1,
+            salt: self.salt.clone(),
             quotas: self
                 .pending
                 .lock()
@@ -626,7 +651,7 @@ impl RateLimits {
                     });
                 }
                 Table::Quota(q) => {
-                    let (check, slot) = q.check(&key, wall);
+                    let (check, slot) = q.check(&self.limiter.quota_key(&key), wall);
                     let remaining = match check {
                         QuotaCheck::Allowed { remaining, .. } => {
                             self.limiter.dirty.store(true, Ordering::Release);
@@ -962,6 +987,11 @@ mod tests {
         assert_eq!(entries[0].key, "acme");
         assert_eq!(entries[0].used, 2);
         drop(pending);
+        // Keys reach the table as salted digests, stable across restarts (the salt is kept).
+        let first = Limiter::open(&dir, "t", &section).quota_key("secret-api-key");
+        assert_eq!(limiter.quota_key("secret-api-key"), first);
+        assert_eq!(first.len(), 32);
+        assert!(!first.contains("secret"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
