@@ -25,6 +25,9 @@ pub enum Target {
     Xdp,
     /// The L7 proxy against nginx and haproxy.
     L7,
+    /// Request validation per request: a ~2 KB JSON body against its schema, next to parsing
+    /// it alone (in process; `-- --iterations N --runs N`).
+    Validate,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -36,7 +39,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             l7::run()
         }
+        Target::Validate => validate(&args.extra),
     }
+}
+
+/// Builds and runs `validate_bench` (tests crate, in process, no privileges).
+fn validate(extra: &[String]) -> anyhow::Result<()> {
+    exec::run(exec::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tests",
+        "--bin",
+        "validate_bench",
+    ]))?;
+    let root = exec::workspace_root();
+    let mut cmd = Command::new(root.join("target/release/validate_bench"));
+    cmd.arg("--out").arg(root.join("target/bench")).args(extra);
+    exec::run(&mut cmd)
 }
 
 /// Builds `xdp_bench` (it lives in the `tests` crate, which links the gateway and its eBPF
