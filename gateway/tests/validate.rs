@@ -967,6 +967,10 @@ async fn route_rules_without_a_spec() {
         type: object
         additionalProperties: false
         properties: {{ page: {{ type: integer, minimum: 1 }} }}
+  - name: schema-only
+    match: {{ prefix: /schema-only }}
+    upstream: pets
+    validate: {{ body: {{ type: object, required: [a] }} }}
 "#,
             base_yaml(&backend)
         ),
@@ -1045,6 +1049,27 @@ async fn route_rules_without_a_spec() {
             && errors.to_string().contains("additionalProperties"),
         "{errors}"
     );
+    // A schema without `content_types` accepts JSON only: relabelling cannot skip the schema.
+    let r = send(
+        addr,
+        "POST",
+        "/schema-only",
+        &["Content-Type: text/plain"],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{r:?}");
+    let r = send(addr, "POST", "/schema-only", &[], Some("{}")).await;
+    assert_eq!(r.status, 415, "{r:?}");
+    let r = send(
+        addr,
+        "POST",
+        "/schema-only",
+        &["Content-Type: application/json"],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(r.json()["errors"][0]["pointer"], "/a", "{r:?}");
 }
 
 #[test]

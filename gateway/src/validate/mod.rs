@@ -33,7 +33,8 @@ use crate::proxy::{
 #[serde(deny_unknown_fields)]
 pub struct ValidateConfig {
     /// Media types a request body may have: `application/json`, `application/*+json`,
-    /// `text/*`. A body of another type gets 415; empty allows any.
+    /// `text/*`. A body of another type gets 415. Empty allows any, except with `json` or
+    /// `body`: then only JSON, so a JSON body labelled otherwise cannot skip its rules.
     #[serde(default)]
     pub content_types: Vec<String>,
     /// Larger request bodies get 413 (`http.max_body_bytes` still applies), e.g. `64KiB`.
@@ -221,6 +222,9 @@ impl Validator {
             }
         };
         let body = schema(&c.body, "body")?;
+        if content_types.is_empty() && (c.json.is_some() || body.is_some()) {
+            content_types = vec!["application/json".into(), "application/*+json".into()];
+        }
         Ok(Self {
             content_types,
             max_body: c.max_body,

@@ -512,6 +512,17 @@ pub fn to_yaml(imported: &Imported, source: &str) -> Result<String, String> {
             &imported.base_path
         }
     );
+    if let Some(last) = imported.routes.last()
+        && last.pointer("/validate/undeclared").is_some()
+    {
+        out.push_str(&format!(
+            "# strict: the last route refuses everything under `{}` the spec does not declare;\n\
+             # keep routes that must stay reachable there above it.\n",
+            last.pointer("/match/prefix")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+        ));
+    }
     for n in &imported.notes {
         out.push_str(&format!("# note: {n}\n"));
     }
