@@ -38,6 +38,11 @@ impl Schema {
     pub fn compile(schema: &Value) -> Result<Self, String> {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
+            // Patterns without lookaround run on the linear `regex` engine; the rest may
+            // backtrack only this far on client input (ReDoS).
+            .with_pattern_options(
+                jsonschema::PatternOptions::fancy_regex().backtrack_limit(100_000),
+            )
             .build(schema)
             .map_err(|e| format!("invalid JSON Schema: {}", e.masked()))?;
         Ok(Self { validator })
@@ -376,6 +381,24 @@ mod tests {
         p.check("header", [("X-TENANT", "ACME")], &mut out);
         assert_eq!(out[0].pointer, "/x-tenant");
         assert_eq!(out[0].rule, "pattern");
+    }
+
+    #[test]
+    fn catastrophic_patterns_do_not_hang() {
+        // Nested quantifiers: linear engine, no backtracking blow-up.
+        let s = Schema::compile(&json!({"type": "string", "pattern": "^(a+)+$"})).expect("s");
+        let evil = format!("{}!", "a".repeat(5000));
+        assert!(!s.is_valid(&json!(evil)));
+        assert!(s.is_valid(&json!("aaaa")));
+        // Lookaround needs backtracking: bounded, and a pathological input is refused.
+        let s = Schema::compile(&json!({"type": "string", "pattern": "^(?=(a+)+b)"})).expect("s");
+        assert!(s.is_valid(&json!("aab")));
+        let mut out = Vec::new();
+        s.check("body", &json!(format!("{}!", "a".repeat(64))), &mut out);
+        assert!(
+            !out.is_empty(),
+            "a pattern that cannot be decided in time is a failure"
+        );
     }
 
     #[test]
