@@ -304,7 +304,11 @@ async fn pipeline(
     let stage_headers = std::mem::take(&mut ctx.response_headers);
     // A HEAD response's Content-Length describes a body that is not sent: no filter may judge it.
     let head_request = parts.method == http::Method::HEAD;
-    if let Err(problem) = verdict {
+    if let Err(mut problem) = verdict {
+        // A browser app on an allowed origin may read why (429, 401, 400) it was refused.
+        if let Some(cors) = &route.checks.cors {
+            problem = cors.decorate(problem, &parts.headers);
+        }
         return Err(fail(problem, &mut outcome));
     }
 

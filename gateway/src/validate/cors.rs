@@ -267,6 +267,19 @@ impl Cors {
         }
     }
 
+    /// A refusal made by a stage: the same CORS headers as a response would get.
+    pub fn decorate(&self, mut problem: Problem, request: &HeaderMap) -> Problem {
+        let mut h = HeaderMap::new();
+        self.response_headers(request, &mut h);
+        if !self.any_origin() {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        for (name, value) in &h {
+            problem = problem.header(name.clone(), value.clone());
+        }
+        problem
+    }
+
     /// On the upstream's response, before the stage headers go in: the upstream's own CORS
     /// headers go (the gateway's policy is the only one), and `Vary: Origin` is added for every
     /// origin, allowed or not, so a shared cache never serves one origin's answer to another.

@@ -152,35 +152,17 @@ impl RouteChecks {
     /// The validation stage: CSRF first (a forged request is refused whatever it carries), CORS
     /// response headers for allowed origins, then the request rules.
     pub fn check(&self, ctx: &mut RequestContext<'_>, parts: &Parts) -> Result<(), Problem> {
-        let mut cors_headers = HeaderMap::new();
+        if let Some(csrf) = &self.csrf {
+            csrf.check(&parts.method, &parts.headers)?;
+        }
+        if let Some(v) = &self.validate {
+            v.check(ctx, parts)?;
+        }
+        // Refusals get theirs where the pipeline meets a failing stage (`Cors::decorate`).
         if let Some(cors) = &self.cors {
-            cors.response_headers(&parts.headers, &mut cors_headers);
+            cors.response_headers(&parts.headers, &mut ctx.response_headers);
         }
-        let verdict = match &self.csrf {
-            Some(csrf) => csrf.check(&parts.method, &parts.headers),
-            None => Ok(()),
-        };
-        let verdict = verdict.and_then(|()| match &self.validate {
-            Some(v) => v.check(ctx, parts),
-            None => Ok(()),
-        });
-        match verdict {
-            Ok(()) => {
-                ctx.response_headers.extend(cors_headers);
-                Ok(())
-            }
-            // A browser app on an allowed origin may read why its request was refused.
-            Err(mut problem) => {
-                for (name, value) in &cors_headers {
-                    problem = problem.header(name.clone(), value.clone());
-                }
-                if self.cors.as_ref().is_some_and(|c| !c.any_origin()) {
-                    problem =
-                        problem.header(header::VARY, http::HeaderValue::from_static("Origin"));
-                }
-                Err(problem)
-            }
-        }
+        Ok(())
     }
 }
 
