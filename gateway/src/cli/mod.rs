@@ -7,6 +7,7 @@ mod block;
 mod check;
 mod docs;
 mod maps;
+mod openapi;
 mod run;
 mod stats;
 mod table;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Inspect the instance's pinned maps (list, dump, reset).
     #[command(subcommand)]
     Maps(maps::MapsCommand),
+    /// Routes from an OpenAPI spec (import), and what logged traffic it would reject (diff).
+    #[command(subcommand)]
+    Openapi(openapi::OpenapiCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -172,6 +176,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::execute(&cli.target.resolve()?, &args),
         Command::Maps(cmd) => maps::execute(&cli.target.resolve()?, cmd),
         Command::Audit(args) => audit::execute(&cli.target.resolve()?, &args),
+        Command::Openapi(cmd) => openapi::execute(cmd),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())

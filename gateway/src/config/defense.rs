@@ -60,6 +60,28 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("body_too_large", 1.0),
     ("method_not_allowed", 1.0),
     ("route_not_found", 1.0),
+    // Validation: what a buggy client also sends weighs little; shapes only crafted requests
+    // have (nesting bombs, probing paths the spec never declared, forged cross-site posts) more.
+    ("validation_failed", 1.0),
+    ("content_type_unsupported", 1.0),
+    ("json_malformed", 1.0),
+    ("json_too_large", 1.0),
+    ("json_too_deep", 5.0),
+    ("openapi_undeclared", 2.0),
+    ("csrf_failed", 3.0),
+    // A browser on another site asking is not an attack by the client's own doing.
+    ("cors_origin_denied", 0.5),
+    ("cors_preflight_denied", 0.5),
+    // Each 429: a client that keeps hammering a limit escalates; one that backs off decays.
+    ("rate_limited", 1.0),
+    // Bot signals: a named scanner is near-certain; the rest also fit some real clients.
+    ("bot_scanner_agent", 10.0),
+    ("bot_missing_user_agent", 1.0),
+    ("bot_abnormal_user_agent", 1.0),
+    ("bot_request_shape", 0.5),
+    ("bot_burst", 0.5),
+    // The signal that blocked already carries its weight.
+    ("bot_blocked", 0.0),
 ];
 
 impl DefenseSection {

@@ -98,6 +98,30 @@ pub struct RouteConfig {
     /// Remove `Server` and `X-Powered-By` from upstream responses.
     #[serde(default = "yes")]
     pub hide_upstream_identity: bool,
+    /// L7 rate limits and quotas (GCRA; see docs/rate-limits.md), e.g.
+    /// `[{ key: client_ip, rate: 10/s, burst: 20 }, { key: [principal, route], rate: 1000/h }]`.
+    #[serde(default)]
+    pub rate_limits: Vec<crate::ratelimit::LimitConfig>,
+    /// Bot signals (with a top-level `bot` section); `false` skips them on this route.
+    #[serde(default = "yes")]
+    pub bot_signals: bool,
+    /// Masking and a size cap on response bodies.
+    #[serde(default)]
+    pub response_filter: Option<crate::filter::ResponseFilterConfig>,
+    /// Request validation: content types, body size, JSON limits, JSON Schemas of body and
+    /// parameters.
+    #[serde(default)]
+    pub validate: Option<crate::validate::ValidateConfig>,
+    /// CORS: allowed origins; preflights are answered by the gateway.
+    #[serde(default)]
+    pub cors: Option<crate::validate::CorsConfig>,
+    /// CSRF check for cookie-authenticated routes (Origin/Referer or double-submit token).
+    #[serde(default)]
+    pub csrf: Option<crate::validate::CsrfConfig>,
+    /// OpenAPI security requirements (alternatives; each maps scheme names to what they need),
+    /// written by `gateway openapi import`: data for the authentication stage.
+    #[serde(default)]
+    pub security: crate::validate::openapi::Security,
 }
 
 fn yes() -> bool {

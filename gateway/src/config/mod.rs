@@ -62,6 +62,10 @@ pub struct Config {
     /// Routes, tried in order; the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Routes generated from OpenAPI specs at load, tried after `routes`: one per operation
+    /// with its parameter and body schemas (see `gateway openapi import`).
+    #[serde(default)]
+    pub openapi: Vec<crate::validate::openapi::OpenApiSource>,
     /// One JSON line per request.
     #[serde(default)]
     pub access_log: AccessLog,
@@ -72,6 +76,12 @@ pub struct Config {
     /// Turning evidence into timed blocks; absent means no automatic blocking.
     #[serde(default)]
     pub defense: Option<DefenseSection>,
+    /// Settings every route's `rate_limits` share (IPv6 prefix, memory cap, quota flushing).
+    #[serde(default)]
+    pub rate_limit: crate::ratelimit::RateLimitSection,
+    /// Bot signals toward the defense loop; absent means none are checked.
+    #[serde(default)]
+    pub bot: Option<crate::bot::BotSection>,
     /// How long SIGTERM waits for requests in flight.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     #[schemars(with = "String")]
@@ -117,6 +127,11 @@ impl Config {
         })?;
         let mut config = config;
         config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        config.expand_openapi().map_err(|reason| ConfigError {
+            file: path.to_owned(),
+            line: line_of(text, "openapi"),
+            reason,
+        })?;
         config.validate().map_err(|(key, reason)| ConfigError {
             file: path.to_owned(),
             line: line_of(text, key),
@@ -134,6 +149,9 @@ impl Config {
             }
         };
         fix(&mut self.state_dir);
+        for o in &mut self.openapi {
+            fix(&mut o.spec);
+        }
         for l in &mut self.listeners {
             if let Some(tls) = &mut l.tls {
                 for pair in &mut tls.certificates {
@@ -145,6 +163,32 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// Appends the routes of every `openapi` spec (read now, so a reload re-reads them).
+    fn expand_openapi(&mut self) -> Result<(), String> {
+        use crate::validate::openapi;
+        for source in &self.openapi {
+            let spec = openapi::load(&source.spec)?;
+            let imported = openapi::import(
+                &spec,
+                &source.upstream,
+                source.strict,
+                source.base_path.as_deref(),
+            )
+            .map_err(|e| format!("{}: {e}", source.spec.display()))?;
+            for note in &imported.notes {
+                tracing::warn!(spec = %source.spec.display(), "{note}");
+            }
+            for route in imported.routes {
+                let mut route: RouteConfig = serde_json::from_value(route)
+                    .map_err(|e| format!("{}: {e}", source.spec.display()))?;
+                route.cors = source.cors.clone();
+                route.csrf = source.csrf.clone();
+                self.routes.push(route);
+            }
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot; the error names the offending key.
@@ -169,6 +213,10 @@ impl Config {
         }
         if let Some(d) = &self.defense {
             d.validate()?;
+        }
+        self.rate_limit.validate()?;
+        if let Some(bot) = &self.bot {
+            bot.validate()?;
         }
         if self.workers.is_some_and(|w| w == 0 || w > 1024) {
             return Err(("workers", "workers must be 1..=1024".into()));

@@ -16,6 +16,8 @@ pub struct Problem {
     /// Why, for the security event; never sent to the client.
     pub evidence: Option<Box<Evidence>>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// RFC 9457 extension members (`errors` of a validation failure), never secrets.
+    extensions: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Problem {
@@ -26,6 +28,7 @@ impl Problem {
             detail: None,
             evidence: None,
             headers: Vec::new(),
+            extensions: Vec::new(),
         }
     }
 
@@ -46,8 +49,14 @@ impl Problem {
         self
     }
 
+    /// Adds an extension member to the body; must never carry secrets.
+    pub fn extension(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.extensions.push((name, value));
+        self
+    }
+
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("urn:gateway:problem:{}", self.code),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
@@ -55,6 +64,11 @@ impl Problem {
             "detail": self.detail,
             "request_id": request_id,
         });
+        if let Some(map) = body.as_object_mut() {
+            for (k, v) in self.extensions {
+                map.entry(k).or_insert(v);
+            }
+        }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = Response::new(
             Full::new(Bytes::from(bytes))

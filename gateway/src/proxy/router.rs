@@ -39,6 +39,14 @@ pub struct Route {
     /// A stage on this route reads the body (validation, WAF): it is read whole (within
     /// `http.max_body_bytes`) before the stages run, instead of streamed.
     pub buffer_body: bool,
+    /// Rate limits and quotas, split by the stage they run in.
+    pub rate_limits: crate::ratelimit::RouteLimits,
+    /// Bot signals apply here (when the `bot` section exists).
+    pub bot_signals: bool,
+    /// Masking and the size cap on responses.
+    pub response_filter: Option<std::sync::Arc<crate::filter::ResponseFilter>>,
+    /// Validation, CORS and CSRF of this route.
+    pub checks: crate::validate::RouteChecks,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -138,6 +146,21 @@ impl Router {
                     .map_err(|_| (i, format!("unknown method `{name}`")))?;
                 methods.push(method);
             }
+            let route_name = c.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            let rate_limits = crate::ratelimit::RouteLimits::compile(&route_name, &c.rate_limits)
+                .map_err(|e| (i, e))?;
+            let response_filter = match &c.response_filter {
+                Some(f) => Some(std::sync::Arc::new(
+                    crate::filter::ResponseFilter::compile(f).map_err(|e| (i, e))?,
+                )),
+                None => None,
+            };
+            let checks = crate::validate::RouteChecks::compile(
+                c.validate.as_ref(),
+                c.cors.as_ref(),
+                c.csrf.as_ref(),
+            )
+            .map_err(|e| (i, e))?;
             routes.push(Route {
                 name: c.name.clone().unwrap_or_else(|| format!("route-{i}")),
                 upstream: c.upstream.clone(),
@@ -148,7 +171,11 @@ impl Router {
                 add_prefix: c.add_prefix.clone(),
                 security_headers: c.security_headers.clone(),
                 hide_upstream_identity: c.hide_upstream_identity,
-                buffer_body: false,
+                buffer_body: checks.reads_body(),
+                rate_limits,
+                bot_signals: c.bot_signals,
+                response_filter,
+                checks,
                 host,
                 path,
                 methods,
@@ -183,7 +210,11 @@ impl Router {
             let Some(params) = route.match_path(path, &segs) else {
                 continue;
             };
-            if route.methods.is_empty() || route.methods.contains(method) {
+            // A CORS route takes its preflights whatever methods it serves: the gateway answers.
+            if route.methods.is_empty()
+                || route.methods.contains(method)
+                || (method == Method::OPTIONS && route.checks.cors.is_some())
+            {
                 return Found::Route { route, params };
             }
             allowed.extend(route.methods.iter().cloned());
@@ -198,6 +229,11 @@ impl Router {
 }
 
 impl Route {
+    /// The route's own method list allows `method` (empty allows all).
+    pub fn serves(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
     fn match_path(&self, path: &str, segs: &[&str]) -> Option<Vec<(String, String)>> {
         let eq = |pattern: &str, seg: &str| {
             if self.case_insensitive {

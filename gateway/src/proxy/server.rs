@@ -24,8 +24,10 @@ use super::{
     upstream::Upstreams,
 };
 use crate::{
+    bot::Detector,
     config::{AccessLog as AccessLogConfig, Config, HttpLimits, ListenerConfig},
     defense::{L7Blocks, ViolationSink},
+    ratelimit::{Limiter, RateLimits},
     tls::{TlsAcceptor, TlsError},
 };
 
@@ -65,10 +67,13 @@ pub struct Proxy {
     bound: Vec<BoundListener>,
     stop: watch::Sender<bool>,
     connections: Arc<()>,
+    /// Writes quota counters to the state directory periodically.
+    quota_flusher: JoinHandle<()>,
 }
 
 /// Builds what one configuration generation needs; fails without side effects.
-fn runtime(config: &Config) -> Result<Runtime, ProxyError> {
+/// `limiter` carries rate-limit state across generations.
+fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError> {
     let router = Router::build(&config.routes)
         .map_err(|(index, reason)| ProxyError::Route { index, reason })?;
     for (index, route) in router.routes().iter().enumerate() {
@@ -81,11 +86,19 @@ fn runtime(config: &Config) -> Result<Runtime, ProxyError> {
     }
     let upstreams =
         Upstreams::build(&config.upstreams).map_err(|e| ProxyError::Upstreams(e.to_string()))?;
+    let ratelimit = RateLimits::new(limiter, &config.rate_limit, &router);
+    let rl = &config.rate_limit;
+    let bot = config
+        .bot
+        .as_ref()
+        .map(|b| Detector::new(b, rl.ipv4_prefix, rl.ipv6_prefix, rl.max_keys));
     Ok(Runtime {
         router,
         upstreams,
         limits: config.http.clone(),
         trusted: TrustedProxies::new(config.trusted_proxies.iter().map(|n| n.0).collect()),
+        ratelimit,
+        bot,
     })
 }
 
@@ -106,8 +119,13 @@ impl Proxy {
 
     /// Binds every listener and starts serving, reporting to and enforcing for `hooks`.
     pub async fn start_with(config: &Config, hooks: DefenseHooks) -> Result<Self, ProxyError> {
+        let limiter = Arc::new(Limiter::open(
+            &config.state_dir,
+            &config.instance,
+            &config.rate_limit,
+        ));
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(runtime(config)?),
+            runtime: ArcSwap::from_pointee(runtime(config, Arc::clone(&limiter))?),
             access_log: AccessLog::start(config.access_log == AccessLogConfig::Stdout),
             blocked: hooks.blocked,
             violations: hooks.violations,
@@ -157,12 +175,14 @@ impl Proxy {
                 addr,
             });
         }
+        let quota_flusher = limiter.spawn_flusher(config.rate_limit.flush_interval);
         Ok(Self {
             shared,
             listeners,
             bound,
             stop,
             connections,
+            quota_flusher,
         })
     }
 
@@ -179,7 +199,7 @@ impl Proxy {
     /// in flight finish on the generation they started with. Listener addresses and the set of
     /// listeners take effect at restart; certificates reload now.
     pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
-        let next = runtime(config)?;
+        let next = runtime(config, self.shared.runtime.load().ratelimit.limiter())?;
         let mut tls_updates = Vec::new();
         for state in &self.listeners {
             let Some(new) = config.listeners.iter().find(|l| l.name == state.name) else {
@@ -227,6 +247,14 @@ impl Proxy {
                 "shutdown timeout: closing connections still open"
             );
         }
+        self.flush_quotas();
+    }
+
+    /// Writes the quota counters now (shutdown, drop): what a restart starts from.
+    fn flush_quotas(&self) {
+        if let Err(e) = self.shared.runtime.load().ratelimit.limiter().flush() {
+            tracing::error!(error = %e, "writing quota state failed");
+        }
     }
 }
 
@@ -236,6 +264,8 @@ impl Drop for Proxy {
         for l in &self.listeners {
             l.task.abort();
         }
+        self.quota_flusher.abort();
+        self.flush_quotas();
     }
 }
 

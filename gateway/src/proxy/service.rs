@@ -44,6 +44,10 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub limits: HttpLimits,
     pub trusted: TrustedProxies,
+    /// Rate limits and quotas; their state outlives the generation (see `ratelimit::Limiter`).
+    pub ratelimit: crate::ratelimit::RateLimits,
+    /// Bot signals; `None` without a `bot` section.
+    pub bot: Option<crate::bot::Detector>,
 }
 
 /// Shared by every connection of every listener.
@@ -246,10 +250,31 @@ async fn pipeline(
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.clone());
 
+    // CORS preflights are answered here, before rate limits and authentication: browsers send
+    // them without credentials, and the policy is the gateway's, not the upstream's.
+    if let Some(cors) = &route.checks.cors
+        && *req.method() == http::Method::OPTIONS
+    {
+        if crate::validate::Cors::is_preflight(req.method(), req.headers()) {
+            return match cors.preflight(req.headers()) {
+                Ok(resp) => Ok((resp, outcome)),
+                Err(problem) => Err(fail(problem, &mut outcome)),
+            };
+        }
+        if !route.serves(req.method()) {
+            return Err(fail(
+                Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+                &mut outcome,
+            ));
+        }
+    }
+    // The route's own body limit (validation), within the global one.
+    let body_limit = route.checks.body_limit(limits.max_body_bytes);
+
     // The body, read whole only when a stage on this route judges it.
     let (mut parts, body) = req.into_parts();
     let body = if route.buffer_body {
-        match read_body(body, limits.max_body_bytes).await {
+        match read_body(body, body_limit).await {
             Ok(bytes) => RequestBody::Buffered(bytes),
             Err(problem) => return Err(fail(problem, &mut outcome)),
         }
@@ -272,10 +297,18 @@ async fn pipeline(
         },
         principal: None,
         findings: Vec::new(),
+        response_headers: http::HeaderMap::new(),
     };
     let verdict = stages(runtime, &mut ctx, &mut parts).await;
     outcome.findings = std::mem::take(&mut ctx.findings);
-    if let Err(problem) = verdict {
+    let stage_headers = std::mem::take(&mut ctx.response_headers);
+    // A HEAD response's Content-Length describes a body that is not sent: no filter may judge it.
+    let head_request = parts.method == http::Method::HEAD;
+    if let Err(mut problem) = verdict {
+        // A browser app on an allowed origin may read why (429, 401, 400) it was refused.
+        if let Some(cors) = &route.checks.cors {
+            problem = cors.decorate(problem, &parts.headers);
+        }
         return Err(fail(problem, &mut outcome));
     }
 
@@ -327,7 +360,7 @@ async fn pipeline(
     let body = match body {
         RequestBody::Streamed(inner) => LimitedBody {
             inner,
-            remaining: limits.max_body_bytes,
+            remaining: body_limit,
             over: Arc::clone(&over_limit),
         }
         .boxed(),
@@ -354,6 +387,17 @@ async fn pipeline(
     let (mut parts, body) = response.into_parts();
 
     // -- response filters: masking, size cap --
+    if let Some(cors) = &route.checks.cors {
+        cors.on_response(&mut parts.headers);
+    }
+    parts.headers.extend(stage_headers);
+    let body = match &route.response_filter {
+        Some(filter) if !head_request => match filter.apply(&mut parts, body).await {
+            Ok(body) => body,
+            Err(problem) => return Err(fail(problem, &mut outcome)),
+        },
+        _ => body.map_err(|e| Box::new(e) as BoxError).boxed(),
+    };
 
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::apply_response_policy(
@@ -362,7 +406,6 @@ async fn pipeline(
         tls,
         route.hide_upstream_identity,
     );
-    let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     Ok((Response::from_parts(parts, body), outcome))
 }
 
@@ -377,14 +420,29 @@ async fn stages(
     let _ = (runtime, &ctx, &parts);
 
     // -- stage: rate limits (per client identity) --
+    // Bot signals first: a blocked scanner should not spend anyone's quota.
+    if let Some(bot) = &runtime.bot
+        && ctx.route.bot_signals
+    {
+        bot.check(ctx, parts)?;
+    }
+    if let Some(filter) = &ctx.route.response_filter {
+        filter.prepare_request(&mut parts.headers);
+    }
+    let admission = runtime.ratelimit.check_client(ctx, &parts.headers)?;
 
     // -- stage: authentication --
 
     // -- stage: authorisation --
 
     // -- stage: validation --
+    // After authorisation: an unauthorised caller learns nothing about the schema.
+    ctx.route.checks.check(ctx, parts)?;
 
     // -- stage: rate limits (per consumer: keys from the principal) --
+    runtime
+        .ratelimit
+        .check_consumer(ctx, &parts.headers, admission)?;
 
     // -- stage: WAF --
 

@@ -38,6 +38,9 @@ pub struct RequestContext<'a> {
     pub principal: Option<Principal>,
     /// What stages noticed without rejecting.
     pub findings: Vec<Finding>,
+    /// Headers stages want on the upstream's response when the request goes through (the
+    /// RateLimit fields, CORS): set by the response filters, replacing the upstream's own.
+    pub response_headers: http::HeaderMap,
 }
 
 /// An authenticated caller, whatever the scheme.

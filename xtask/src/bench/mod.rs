@@ -25,6 +25,12 @@ pub enum Target {
     Xdp,
     /// The L7 proxy against nginx and haproxy.
     L7,
+    /// Request validation per request: a ~2 KB JSON body against its schema, next to parsing
+    /// it alone (in process; `-- --iterations N --runs N`).
+    Validate,
+    /// Rate-limit decisions per second and memory with 1M distinct keys, through the
+    /// per-client stage (in process; `-- --keys N --decisions N --threads N`).
+    Ratelimit,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -36,7 +42,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             l7::run()
         }
+        Target::Validate => in_process("validate_bench", &args.extra),
+        Target::Ratelimit => in_process("ratelimit_bench", &args.extra),
     }
+}
+
+/// Builds and runs an in-process benchmark of the tests crate (`validate_bench`,
+/// `ratelimit_bench`; no privileges).
+fn in_process(bin: &str, extra: &[String]) -> anyhow::Result<()> {
+    exec::run(exec::cargo().args(["build", "--release", "-p", "tests", "--bin", bin]))?;
+    let root = exec::workspace_root();
+    let mut cmd = Command::new(root.join("target/release").join(bin));
+    cmd.arg("--out").arg(root.join("target/bench")).args(extra);
+    exec::run(&mut cmd)
 }
 
 /// Builds `xdp_bench` (it lives in the `tests` crate, which links the gateway and its eBPF
