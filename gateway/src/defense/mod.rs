@@ -2,6 +2,7 @@
 //! from L7 detections) go through here, journal first, then the maps.
 
 mod escalate;
+pub mod feeds;
 mod journal;
 mod l7;
 mod score;
@@ -15,7 +16,7 @@ use std::{
 use gateway_common::{DenyValue, origin, reason};
 use ipnet::IpNet;
 
-pub use escalate::{Enforcement, ViolationSink, spawn};
+pub use escalate::{Enforcement, ViolationSink, escalation_counts, spawn};
 pub use journal::{Action, Journal, JournalError, Record};
 pub use l7::L7Blocks;
 pub use score::{Escalation, Policy, Scorer, Violation};
@@ -111,6 +112,11 @@ impl Defense {
         &self.pins
     }
 
+    /// Every audit record from now on is also a security event.
+    pub fn set_events(&self, events: crate::telemetry::events::EventSink) {
+        self.journal.set_events(events);
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.journal.path().to_owned()
     }
@@ -177,17 +183,7 @@ impl Defense {
     /// Journals a block enforced in the proxy (a client behind a trusted proxy): same record as
     /// a kernel block, marked in its note, nothing written to the maps.
     pub fn journal_l7(&self, block: &Block) -> Result<(), DefenseError> {
-        let clock = BootClock::now();
-        self.journal.append(&Record {
-            ts: clock.unix_s,
-            action: Action::Block,
-            target: block.net.to_string(),
-            origin: "l7-proxy".into(),
-            reason: reason::name(block.reason).into(),
-            note: block.note.clone(),
-            expires: block.ttl.map(|t| clock.unix_s + t.as_secs()),
-            actor: block.actor.clone(),
-        })?;
+        self.journal.append(&journal_record_l7(block))?;
         Ok(())
     }
 
@@ -273,7 +269,7 @@ impl Defense {
                 Action::Unblock => {
                     latest.remove(&r.target);
                 }
-                Action::Allow | Action::Disallow => {}
+                Action::Allow | Action::Disallow | Action::Feed => {}
             }
         }
         Ok(latest)
@@ -302,6 +298,8 @@ impl Defense {
                 Action::Disallow => {
                     allowed.remove(&r.target);
                 }
+                // Feed entries are restored from the feed's own state (see `feeds`).
+                Action::Feed => {}
             }
         }
         let mut restore = Vec::new();
@@ -404,6 +402,21 @@ impl Defense {
     pub fn sweep(&self) -> Result<usize, DefenseError> {
         let _lock = self.pins.lock()?;
         Ok(self.maps()?.sweep_expired(BootClock::now().boot_ns)?)
+    }
+}
+
+/// The record of a block enforced in the proxy (origin `l7-proxy`).
+fn journal_record_l7(block: &Block) -> Record {
+    let now = unix_now();
+    Record {
+        ts: now,
+        action: Action::Block,
+        target: block.net.to_string(),
+        origin: "l7-proxy".into(),
+        reason: reason::name(block.reason).into(),
+        note: block.note.clone(),
+        expires: block.ttl.map(|t| now + t.as_secs()),
+        actor: block.actor.clone(),
     }
 }
 
