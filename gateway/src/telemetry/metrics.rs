@@ -470,6 +470,52 @@ mod tests {
         );
     }
 
+    /// The dashboard in docs/ must only query metrics the gateway exports.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics_only() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/gateway.json");
+        let text = std::fs::read_to_string(&path).expect("dashboard");
+        let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+        let mut m = Metrics::new();
+        // Families print once they have a series.
+        m.proxy().record(RequestRecord {
+            route: None,
+            method: &http::Method::GET,
+            status: 403,
+            seconds: 0.0,
+            code: Some("x"),
+            stage: None,
+        });
+        m.proxy().waf_matches(&["1".to_owned()]);
+        m.register_collector(upstream_collector(Vec::new));
+        m.register_collector(l7_collector(Arc::default()));
+        let exported = m.encode().expect("encode");
+        // Read from the maps, so absent without XDP here.
+        let kernel = ["gateway_xdp_packets", "gateway_xdp_bytes"];
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !word.starts_with("gateway_") {
+                        continue;
+                    }
+                    queried += 1;
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        kernel.contains(&base) || exported.contains(&format!("# TYPE {base} ")),
+                        "the dashboard queries `{word}`, which is not exported"
+                    );
+                }
+            }
+        }
+        assert!(queried >= 10, "{queried}");
+    }
+
     #[test]
     fn scrape_time_collectors_show_up_with_their_labels() {
         let mut m = Metrics::new();
