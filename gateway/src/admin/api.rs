@@ -38,7 +38,7 @@ pub(super) async fn handle(
 ) -> Result<Resp, Infallible> {
     let actor = match authenticate(&tokens, &caller, &req) {
         Ok(a) => a,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return Ok(*resp),
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -100,7 +100,11 @@ pub(super) async fn handle(
 }
 
 /// The actor for the audit journal, or the refusal.
-fn authenticate(tokens: &Tokens, caller: &Caller, req: &Request<Incoming>) -> Result<String, Resp> {
+fn authenticate(
+    tokens: &Tokens,
+    caller: &Caller,
+    req: &Request<Incoming>,
+) -> Result<String, Box<Resp>> {
     match caller {
         Caller::Unix { uid } => {
             let named = req
@@ -147,7 +151,7 @@ fn authenticate(tokens: &Tokens, caller: &Caller, req: &Request<Incoming>) -> Re
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer realm=\"gateway-admin\""),
                     );
-                    Err(resp)
+                    Err(Box::new(resp))
                 }
             }
         }
@@ -195,14 +199,14 @@ struct LogLevelBody {
     filter: String,
 }
 
-fn parse_target(s: &str) -> Result<IpNet, Resp> {
-    crate::config::parse_net(s).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+fn parse_target(s: &str) -> Result<IpNet, Box<Resp>> {
+    crate::config::parse_net(s).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e)))
 }
 
 fn add_block(state: &AdminState, b: BlockBody, actor: &str) -> Resp {
     let net = match parse_target(&b.target) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ttl = match b.ttl.as_deref().map(crate::config::parse_duration) {
         None => None,
@@ -247,7 +251,7 @@ fn add_block(state: &AdminState, b: BlockBody, actor: &str) -> Resp {
 fn remove_block(state: &AdminState, b: TargetBody, actor: &str) -> Resp {
     let net = match parse_target(&b.target) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let in_l7 = state.l7.remove(net);
     let in_kernel = match &state.defense {
@@ -300,7 +304,7 @@ pub fn block_rows(
             "reason": "l7",
             "created": null,
             "expires": (!permanent).then(|| now + left.as_secs()),
-            "ttl_seconds": (!permanent).then(|| left.as_secs()),
+            "ttl_seconds": (!permanent).then_some(left.as_secs()),
             "active": true,
             "note": "enforced in the proxy",
             "actor": null,
@@ -312,7 +316,7 @@ pub fn block_rows(
 fn add_allow(state: &AdminState, b: TargetBody, actor: &str) -> Resp {
     let net = match parse_target(&b.target) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(defense) = &state.defense else {
         return no_kernel();
@@ -332,7 +336,7 @@ fn add_allow(state: &AdminState, b: TargetBody, actor: &str) -> Resp {
 fn remove_allow(state: &AdminState, b: TargetBody, actor: &str) -> Resp {
     let net = match parse_target(&b.target) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(defense) = &state.defense else {
         return no_kernel();
