@@ -247,6 +247,24 @@ async fn unix_socket_blocks_lists_unblocks_and_refuses_a_bad_reload() {
     assert!(msg.contains("bogus_key"), "{msg}");
     assert_eq!(get(port, "/x").await, 200);
 
+    // The log level changes at run time; a filter that does not parse changes nothing.
+    let (status, body) = unix(&socket, "PUT", "/v1/log-level", r#"{"filter": "debug"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        unix(&socket, "GET", "/v1/log-level", "")
+            .await
+            .1
+            .contains("debug")
+    );
+    let (status, _) = unix(&socket, "PUT", "/v1/log-level", r#"{"filter": "=[nope"}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        unix(&socket, "GET", "/v1/log-level", "")
+            .await
+            .1
+            .contains("debug")
+    );
+
     // A good file reloads.
     std::fs::write(&file, &yaml).expect("write");
     assert_eq!(unix(&socket, "POST", "/v1/reload", "").await.0, 200);
@@ -428,4 +446,74 @@ async fn metrics_count_exactly_the_traffic_sent() {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     assert_eq!(total, (N + M) as f64, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_admin_with_required_client_certificates_names_the_certificate() {
+    let pki = support::pki::Pki::new();
+    let server_cert = pki.server("admin", &["admin.test"]);
+    let client = pki.client("ops", "ops-bot", Vec::new());
+    let dir = TempDir::new("mtls");
+    let yaml = format!(
+        "admin:\n  socket: {}\n  tcp:\n    address: \"127.0.0.1:0\"\n    tls:\n      certificates: [{{ cert: {}, key: {} }}]\n      client_auth: required\n      client_ca: {}\n",
+        dir.0.join("admin.sock").display(),
+        server_cert.cert.display(),
+        server_cert.key.display(),
+        pki.ca_pem.display()
+    );
+    let config = admin_config(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let l7 = Arc::new(L7Blocks::default());
+    let state = AdminState {
+        defense: None,
+        l7: Arc::clone(&l7),
+        metrics: Arc::new(Metrics::new()),
+        reload: None,
+        ready: Arc::new(true.into()),
+    };
+    let socket = config
+        .admin
+        .socket_path(&config.state_dir, &config.instance);
+    let server = AdminServer::start(&config.admin, &socket, state)
+        .await
+        .expect("admin starts");
+    let addr = server.tcp_addr().expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("admin.test").expect("name");
+    let versions = rustls::ALL_VERSIONS;
+
+    // With the certificate: the change is made and the actor names the certificate.
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(versions, &[], Some(&client))));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = connector
+        .connect(name.clone(), tcp)
+        .await
+        .expect("handshake");
+    let (status, body) = exchange(
+        tls,
+        "POST",
+        "/v1/blocks",
+        "",
+        r#"{"target": "203.0.113.9"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let actor = answer["actor"].as_str().unwrap_or_default();
+    assert!(
+        actor.starts_with("admin:cert:") && actor.contains("ops-bot"),
+        "{answer}"
+    );
+    assert_eq!(l7.list().len(), 1);
+
+    // Without one: no session, no answer, nothing changed.
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(versions, &[], None)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let refused = match connector.connect(name, tcp).await {
+        Err(_) => true,
+        // TLS 1.3: the server's refusal arrives after the client's handshake finished.
+        Ok(tls) => exchange(tls, "GET", "/v1/blocks", "", "").await.0 == 0,
+    };
+    assert!(refused, "a client without a certificate was served");
+    assert_eq!(l7.list().len(), 1);
 }

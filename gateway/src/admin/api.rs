@@ -244,7 +244,7 @@ fn add_block(state: &AdminState, b: BlockBody, actor: &str) -> Resp {
     tracing::warn!(target: "security", source = %net, actor, ttl = ?ttl, enforcement, "blocked by an operator");
     json_resp(
         StatusCode::CREATED,
-        &json!({"blocked": net.to_string(), "ttl_seconds": ttl.map(|t| t.as_secs()), "enforcement": enforcement}),
+        &json!({"blocked": net.to_string(), "ttl_seconds": ttl.map(|t| t.as_secs()), "enforcement": enforcement, "actor": actor}),
     )
 }
 
