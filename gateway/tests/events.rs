@@ -194,19 +194,31 @@ async fn rejected_requests_become_ecs_events_with_secrets_redacted_and_reach_udp
     let text = std::fs::read_to_string(&file).expect("file");
     assert_eq!(text.lines().count(), 1, "one event only: {text}");
     let e = &lines[0];
-    assert!(e["@timestamp"].as_str().is_some_and(|t| humantime::parse_rfc3339(t).is_ok()));
+    assert!(
+        e["@timestamp"]
+            .as_str()
+            .is_some_and(|t| humantime::parse_rfc3339(t).is_ok())
+    );
     assert_eq!(e["event"]["kind"], "alert");
     assert_eq!(e["event"]["action"], "request_rejected");
     assert_eq!(e["event"]["reason"], "path_encoded_slash");
     assert_eq!(e["event"]["outcome"], "failure");
     assert_eq!(e["event"]["type"][0], "denied");
-    assert!(e["event"]["category"].as_array().is_some_and(|c| c.contains(&"web".into())));
+    assert!(
+        e["event"]["category"]
+            .as_array()
+            .is_some_and(|c| c.contains(&"web".into()))
+    );
     assert_eq!(e["source"]["ip"], "127.0.0.1");
     assert_eq!(e["url"]["path"], "/files/..%2fetc%2fpasswd");
     assert_eq!(e["url"]["query"], "access_token=REDACTED&page=2");
     assert_eq!(e["http"]["request"]["method"], "GET");
     assert_eq!(e["http"]["response"]["status_code"], 400);
-    assert!(e["http"]["request"]["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        e["http"]["request"]["id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
     assert_eq!(e["rule"]["name"], "path_encoded_slash");
     assert_eq!(e["gateway"]["weight"], 10.0);
     for secret in ["s3cr3t", "t0ken-value", "c00kie"] {
@@ -255,7 +267,10 @@ async fn a_flood_over_tcp_syslog_is_cut_and_the_suppressed_count_reported() {
             .expect("frame");
         frames.push(f);
     }
-    let blocked: Vec<_> = frames.iter().filter(|f| f.msgid == "source_blocked").collect();
+    let blocked: Vec<_> = frames
+        .iter()
+        .filter(|f| f.msgid == "source_blocked")
+        .collect();
     assert_eq!(blocked.len(), 3, "{frames:?}");
     assert_eq!(blocked[0].json["event"]["category"][0], "network");
     assert_eq!(blocked[0].json["source"]["ip"], "192.0.2.0");

@@ -10,6 +10,7 @@ mod maps;
 mod run;
 mod stats;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 
@@ -88,6 +89,9 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// The audit journal: every block, unblock and allowlist change, with who and why.
     Audit(audit::AuditArgs),
+    /// Live view for SOC analysts: drops by reason, requests/s, blocked sources, escalations as
+    /// they happen (`--once` for one frame).
+    Top(top::TopArgs),
     /// Inspect the instance's pinned maps (list, dump, reset).
     #[command(subcommand)]
     Maps(maps::MapsCommand),
@@ -227,6 +231,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::execute(&cli.target.resolve()?, &args),
         Command::Maps(cmd) => maps::execute(&cli.target.resolve()?, cmd),
         Command::Audit(args) => audit::execute(&cli.target.resolve()?, &args),
+        Command::Top(args) => top::execute(&cli.target.resolve()?, &args),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())

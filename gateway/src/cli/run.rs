@@ -251,7 +251,12 @@ async fn next_events(
 }
 
 /// The feeds and geo section of a config (none without a `defense` section).
-fn feed_sources(config: &Config) -> (&[crate::config::FeedConfig], Option<&crate::config::GeoConfig>) {
+fn feed_sources(
+    config: &Config,
+) -> (
+    &[crate::config::FeedConfig],
+    Option<&crate::config::GeoConfig>,
+) {
     config
         .defense
         .as_ref()
@@ -314,10 +319,7 @@ async fn start_admin(
     if let Some(p) = proxy {
         metrics.register_collector(m::upstream_collector(p.upstream_health()));
     }
-    match defense
-        .as_ref()
-        .map(|d| crate::xdp::Maps::open(d.pins()))
-    {
+    match defense.as_ref().map(|d| crate::xdp::Maps::open(d.pins())) {
         Some(Ok(maps)) => metrics.register_collector(m::xdp_collector(maps, Arc::clone(blocked))),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "metrics: cannot open the maps; XDP counters not exported");
@@ -326,7 +328,9 @@ async fn start_admin(
         None => metrics.register_collector(m::l7_collector(Arc::clone(blocked))),
     }
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let socket = config.admin.socket_path(&config.state_dir, &config.instance);
+    let socket = config
+        .admin
+        .socket_path(&config.state_dir, &config.instance);
     let state = crate::admin::AdminState {
         defense,
         l7: Arc::clone(blocked),

@@ -207,7 +207,10 @@ impl DefenseSection {
             if !valid {
                 return Err((
                     "name",
-                    format!("feed name `{}` must be 1-64 letters, digits, `-`, `_` or `.`", f.name),
+                    format!(
+                        "feed name `{}` must be 1-64 letters, digits, `-`, `_` or `.`",
+                        f.name
+                    ),
                 ));
             }
             if !names.insert(f.name.as_str()) {
@@ -216,7 +219,10 @@ impl DefenseSection {
             match (&f.url, &f.file) {
                 (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {}
                 (Some(u), None) => {
-                    return Err(("url", format!("feed `{}`: `{u}` is not an http(s) URL", f.name)));
+                    return Err((
+                        "url",
+                        format!("feed `{}`: `{u}` is not an http(s) URL", f.name),
+                    ));
                 }
                 (None, Some(_)) => {}
                 _ => {
@@ -227,7 +233,10 @@ impl DefenseSection {
                 }
             }
             if f.refresh < Duration::from_secs(1) {
-                return Err(("refresh", format!("feed `{}`: refresh must be 1s or more", f.name)));
+                return Err((
+                    "refresh",
+                    format!("feed `{}`: refresh must be 1s or more", f.name),
+                ));
             }
         }
         if let Some(g) = &self.geo
@@ -236,7 +245,10 @@ impl DefenseSection {
                 .iter()
                 .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()))
         {
-            return Err(("block", format!("geo.block: `{cc}` is not a two-letter country code")));
+            return Err((
+                "block",
+                format!("geo.block: `{cc}` is not a two-letter country code"),
+            ));
         }
         if let Some(a) = &self.aggregate
             && (!(8..=31).contains(&a.v4_prefix)

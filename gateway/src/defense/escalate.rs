@@ -76,14 +76,31 @@ pub fn spawn(section: DefenseSection, enforcement: Enforcement) -> ViolationSink
     let mut scorer = Scorer::new(section.policy());
     let dry_run = section.dry_run;
     let enforcement = Arc::new(enforcement);
+    let mut aggregator = section
+        .aggregate
+        .clone()
+        .map(|a| super::aggregate::Aggregator::new(a, section.policy()));
     tokio::spawn(async move {
         while let Some(v) = rx.recv().await {
             let Some(e) = scorer.record(&v, Instant::now()) else {
                 continue;
             };
-            let enforcement = Arc::clone(&enforcement);
+            let (source, ttl, reason) = (e.source, e.ttl, e.reason);
+            let en = Arc::clone(&enforcement);
             // Map writes and the journal's fsync are blocking syscalls.
-            let _ = tokio::task::spawn_blocking(move || act(&enforcement, &e, dry_run)).await;
+            let in_kernel = tokio::task::spawn_blocking(move || act(&en, &e, dry_run))
+                .await
+                .unwrap_or(false);
+            if in_kernel
+                && let Some(agg) = &mut aggregator
+                && let Some(p) = agg.record(source, ttl, Instant::now())
+            {
+                let en = Arc::clone(&enforcement);
+                let _ = tokio::task::spawn_blocking(move || {
+                    super::aggregate::block_prefix(&en, &p, reason)
+                })
+                .await;
+            }
         }
     });
     ViolationSink { tx, section }
@@ -100,7 +117,8 @@ fn allowlisted(enforcement: &Enforcement, net: IpNet) -> bool {
         .is_some_and(|d| d.is_allowlisted(net).unwrap_or(false))
 }
 
-fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
+/// Applies an escalation; `true` when the source went into the kernel denylist.
+fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) -> bool {
     let started = Instant::now();
     let in_kernel = !e.behind_proxy && enforcement.kernel.is_some();
     let where_ = if in_kernel { "xdp" } else { "l7" };
@@ -111,7 +129,7 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
             ev.escalation_not_applied(e.source, e.reason, e.score, e.ttl, false);
         }
         count(in_kernel, Outcome::Allowlisted);
-        return;
+        return false;
     }
     if dry_run {
         tracing::warn!(target: "security", source = %e.source, reason = e.reason, ttl = ?e.ttl,
@@ -120,7 +138,7 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
             ev.escalation_not_applied(e.source, e.reason, e.score, e.ttl, true);
         }
         count(in_kernel, Outcome::DryRun);
-        return;
+        return false;
     }
     let note = format!(
         "auto: {} (score {:.1}, strike {}{})",
@@ -164,6 +182,7 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
             Outcome::Failed
         },
     );
+    let in_kernel_ok = in_kernel && result.is_ok();
     match result {
         Ok(()) => tracing::warn!(target: "security", source = %e.source, reason = e.reason,
             ttl_seconds = e.ttl.as_secs(), strike = e.strike, score = e.score, enforcement = where_,
@@ -172,6 +191,7 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
             tracing::error!(target: "security", source = %e.source, error = %err, "blocking failed")
         }
     }
+    in_kernel_ok
 }
 
 /// What became of an escalation, for the metrics.

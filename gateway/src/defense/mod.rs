@@ -1,6 +1,7 @@
 //! The single writer of the kernel maps: blocks and allowlist changes from operators (and, later,
 //! from L7 detections) go through here, journal first, then the maps.
 
+mod aggregate;
 mod escalate;
 pub mod feeds;
 mod journal;
@@ -240,6 +241,7 @@ impl Defense {
     /// Every deny entry in the maps, with the note and actor of the journal record that made it.
     pub fn blocks(&self) -> Result<Vec<BlockView>, DefenseError> {
         let latest = self.latest_blocks()?;
+        let tags = self.feed_tags();
         let mut out: Vec<BlockView> = self
             .maps()?
             .denied()
@@ -249,7 +251,11 @@ impl Defense {
                 BlockView {
                     net: e.net,
                     value: e.value,
-                    note: rec.and_then(|r| r.note.clone()),
+                    // Feed entries are tagged with their source (`feed:<name>`, `geo:<CC>`).
+                    note: match tags.get(&e.net) {
+                        Some(tag) if e.value.origin == origin::FEED => Some(tag.clone()),
+                        _ => rec.and_then(|r| r.note.clone()),
+                    },
                     actor: rec.map(|r| r.actor.clone()),
                 }
             })

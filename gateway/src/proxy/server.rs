@@ -174,7 +174,9 @@ impl Proxy {
 
     /// Reads each upstream endpoint's health (upstream, endpoint, up) from the generation in
     /// force at call time: for the metrics, called at scrape time.
-    pub fn upstream_health(&self) -> impl Fn() -> Vec<(String, String, bool)> + Send + Sync + 'static {
+    pub fn upstream_health(
+        &self,
+    ) -> impl Fn() -> Vec<(String, String, bool)> + Send + Sync + 'static {
         let shared = Arc::clone(&self.shared);
         move || {
             let runtime = shared.runtime.load();

@@ -134,9 +134,19 @@ pub async fn handle(
                     let weight = problem.evidence.as_ref().and_then(|e| e.weight);
                     sink.report_weighted(client_ip.into(), behind_proxy, problem.code, weight);
                 }
-                if let Some((events, (method, uri))) = shared.events.as_ref().zip(event_fields.as_ref()) {
-                    let info = RequestInfo { request_id: &request_id, client_ip, behind_proxy, method, uri,
-                        listener: &conn.listener, route: outcome.route.as_deref(), status: problem.status.as_u16() };
+                if let Some((events, (method, uri))) =
+                    shared.events.as_ref().zip(event_fields.as_ref())
+                {
+                    let info = RequestInfo {
+                        request_id: &request_id,
+                        client_ip,
+                        behind_proxy,
+                        method,
+                        uri,
+                        listener: &conn.listener,
+                        route: outcome.route.as_deref(),
+                        status: problem.status.as_u16(),
+                    };
                     events.on_rejected(&info, &problem, shared.violations.as_ref());
                 }
                 (problem.into_response(&request_id), outcome)
@@ -148,8 +158,16 @@ pub async fn handle(
             }
         }
         if let Some((events, (method, uri))) = shared.events.as_ref().zip(event_fields.as_ref()) {
-            let info = RequestInfo { request_id: &request_id, client_ip, behind_proxy, method, uri,
-                listener: &conn.listener, route: outcome.route.as_deref(), status: resp.status().as_u16() };
+            let info = RequestInfo {
+                request_id: &request_id,
+                client_ip,
+                behind_proxy,
+                method,
+                uri,
+                listener: &conn.listener,
+                route: outcome.route.as_deref(),
+                status: resp.status().as_u16(),
+            };
             for f in &outcome.findings {
                 events.on_finding(&info, f, shared.violations.as_ref());
             }

@@ -52,8 +52,11 @@ impl Defense {
         let old = read_state(&dir, tag);
         let others = other_sources(&dir, tag);
         let mut maps = self.maps()?;
-        let current: HashMap<IpNet, DenyValue> =
-            maps.denied().into_iter().map(|e| (e.net, e.value)).collect();
+        let current: HashMap<IpNet, DenyValue> = maps
+            .denied()
+            .into_iter()
+            .map(|e| (e.net, e.value))
+            .collect();
         let allowed: Vec<IpNet> = maps.allowed().into_iter().map(|(n, _)| n).collect();
 
         let mut report = FeedReport::default();
@@ -242,7 +245,10 @@ mod tests {
         write_state(&dir, "geo:CN", &nets[..1]).expect("write");
         assert_eq!(read_state(&dir, "feed:drop"), nets);
         assert_eq!(sources(&dir), ["feed:drop", "geo:CN"]);
-        assert_eq!(other_sources(&dir, "feed:drop"), nets[..1].iter().copied().collect());
+        assert_eq!(
+            other_sources(&dir, "feed:drop"),
+            nets[..1].iter().copied().collect()
+        );
         assert!(read_state(&dir, "feed:none").is_empty());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -109,7 +109,10 @@ mod tests {
                     garbage ; SBL1\n";
         let p = parse(&Format::Feed(FeedFormat::SpamhausDrop), text);
         assert_eq!(nets(&p), ["1.10.16.0/20", "1.19.0.0/16"]);
-        assert_eq!(p.bad, vec![(6, "`garbage` is not an IP address or CIDR".into())]);
+        assert_eq!(
+            p.bad,
+            vec![(6, "`garbage` is not an IP address or CIDR".into())]
+        );
     }
 
     #[test]

@@ -69,7 +69,12 @@ impl FeedTasks {
     }
 
     /// After a reload: restarts the tasks when the feeds or the geo section changed.
-    pub fn update(&mut self, defense: &Arc<Defense>, feeds: &[FeedConfig], geo: Option<&GeoConfig>) {
+    pub fn update(
+        &mut self,
+        defense: &Arc<Defense>,
+        feeds: &[FeedConfig],
+        geo: Option<&GeoConfig>,
+    ) {
         if sources(feeds, geo) != self.sources {
             *self = Self::start(defense, feeds, geo);
         }

@@ -43,7 +43,13 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
-fn request(req: &RequestInfo<'_>, action: &str, reason: &str, evidence: Option<&Evidence>, weight: f64) -> Value {
+fn request(
+    req: &RequestInfo<'_>,
+    action: &str,
+    reason: &str,
+    evidence: Option<&Evidence>,
+    weight: f64,
+) -> Value {
     let rejected = action == REJECTED;
     let mut v = json!({
         "@timestamp": now(),
@@ -93,7 +99,13 @@ fn request(req: &RequestInfo<'_>, action: &str, reason: &str, evidence: Option<&
 }
 
 pub fn rejected(req: &RequestInfo<'_>, problem: &Problem, weight: f64) -> Value {
-    request(req, REJECTED, problem.code, problem.evidence.as_deref(), weight)
+    request(
+        req,
+        REJECTED,
+        problem.code,
+        problem.evidence.as_deref(),
+        weight,
+    )
 }
 
 pub fn flagged(req: &RequestInfo<'_>, finding: &Finding, weight: f64) -> Value {
@@ -126,7 +138,11 @@ pub fn audit(r: &Record, action: &'static str) -> Value {
         Action::Disallow => (&["network", "configuration"], &["deletion"]),
         Action::Feed => (&["threat", "network"], &["indicator", "change"]),
     };
-    let source = r.target.parse::<ipnet::IpNet>().ok().and_then(|n| host_ip(&n));
+    let source = r
+        .target
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .and_then(|n| host_ip(&n));
     json!({
         "@timestamp": now(),
         "ecs": { "version": "8.11.0" },

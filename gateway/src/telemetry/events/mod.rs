@@ -83,7 +83,13 @@ impl EventSink {
 
     /// Queues an event of `class` unless its bucket is empty or the queue full (both counted).
     /// `build` runs only for events that will be written.
-    fn emit(&self, class: Class, action: &'static str, severity: u8, build: impl FnOnce() -> Value) {
+    fn emit(
+        &self,
+        class: Class,
+        action: &'static str,
+        severity: u8,
+        build: impl FnOnce() -> Value,
+    ) {
         if !self.limiter.allow(class, Instant::now()) {
             return;
         }
@@ -140,7 +146,9 @@ impl EventSink {
     /// An audit journal record (block, unblock, allowlist change, feed apply) as it is written.
     pub fn audit(&self, record: &Record) {
         let (action, severity) = ecs::audit_action(record);
-        self.emit(Class::Change, action, severity, || ecs::audit(record, action));
+        self.emit(Class::Change, action, severity, || {
+            ecs::audit(record, action)
+        });
     }
 
     /// An escalation the defense loop decided not to apply: `dry_run` or an allowlisted source.
