@@ -130,25 +130,8 @@ async fn unix_socket_blocks_lists_unblocks_and_refuses_a_bad_reload() {
     );
     std::fs::write(&file, &yaml).expect("write config");
     let gateway = env!("CARGO_BIN_EXE_gateway");
-    let _daemon = Daemon(
-        Command::new(gateway)
-            .args(["run", "--config"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gateway"),
-    );
     let socket = dir.0.join("admin-test").join("admin.sock");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no admin socket at {}",
-            socket.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let daemon = start_daemon(&file, &socket).await;
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&socket)
         .expect("socket")
@@ -232,6 +215,17 @@ async fn unix_socket_blocks_lists_unblocks_and_refuses_a_bad_reload() {
             .1
             .contains("192.0.2.44/32")
     );
+    // Journaled before it was applied, naming the CLI user.
+    let journal =
+        std::fs::read_to_string(dir.0.join("admin-test").join("journal.jsonl")).expect("journal");
+    let rec = journal
+        .lines()
+        .find(|l| l.contains("192.0.2.44/32"))
+        .unwrap_or_else(|| panic!("not journaled: {journal}"));
+    assert!(
+        rec.contains("\"actor\":\"cli:") && rec.contains("l7-proxy"),
+        "{rec}"
+    );
 
     // A broken file: the reload is refused with file:line, the running config keeps serving.
     std::fs::write(
@@ -268,6 +262,38 @@ async fn unix_socket_blocks_lists_unblocks_and_refuses_a_bad_reload() {
     // A good file reloads.
     std::fs::write(&file, &yaml).expect("write");
     assert_eq!(unix(&socket, "POST", "/v1/reload", "").await.0, 200);
+
+    // A crash and a restart: the proxy-enforced block comes back from the journal; the one
+    // lifted above does not.
+    drop(daemon);
+    let _daemon = start_daemon(&file, &socket).await;
+    let list = unix(&socket, "GET", "/v1/blocks", "").await.1;
+    assert!(list.contains("192.0.2.44/32"), "{list}");
+    assert!(!list.contains("127.0.0.1/32"), "{list}");
+    assert_eq!(get(port, "/x").await, 200);
+}
+
+/// `gateway run` on `file`, once its admin socket answers.
+async fn start_daemon(file: &Path, socket: &Path) -> Daemon {
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["run", "--config"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gateway"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::UnixStream::connect(socket).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no admin socket at {}",
+            socket.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon
 }
 
 fn admin_config(yaml: &str) -> Result<Config, gateway::config::ConfigError> {
@@ -300,6 +326,7 @@ async fn tcp_admin(dir: &TempDir, metrics: Metrics) -> (AdminServer, Arc<L7Block
     let state = AdminState {
         defense: None,
         l7: Arc::clone(&l7),
+        journal: None,
         metrics: Arc::new(metrics),
         reload: None,
         ready: Arc::new(true.into()),
@@ -466,6 +493,7 @@ async fn tcp_admin_with_required_client_certificates_names_the_certificate() {
     let state = AdminState {
         defense: None,
         l7: Arc::clone(&l7),
+        journal: None,
         metrics: Arc::new(Metrics::new()),
         reload: None,
         ready: Arc::new(true.into()),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{ACTOR_HEADER, AdminState, Caller, Tokens};
 use crate::{
-    defense::{Block, Defense},
+    defense::{Action, Block, Defense, Record},
     xdp::BootClock,
 };
 
@@ -28,7 +28,10 @@ type Resp = Response<Full<Bytes>>;
 const MAX_BODY: usize = 64 * 1024;
 
 /// A permanent block in the proxy's own set (it has no "forever").
-const L7_PERMANENT: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub(super) const L7_PERMANENT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The journal's origin for blocks enforced in the proxy.
+pub(super) const L7_ORIGIN: &str = "l7-proxy";
 
 pub(super) async fn handle(
     state: Arc<AdminState>,
@@ -235,6 +238,21 @@ fn add_block(state: &AdminState, b: BlockBody, actor: &str) -> Resp {
             "xdp"
         }
         None => {
+            // Journaled first, like a kernel block; replayed into the proxy at start.
+            let now = crate::xdp::unix_now();
+            let record = Record {
+                ts: now,
+                action: Action::Block,
+                target: net.trunc().to_string(),
+                origin: L7_ORIGIN.into(),
+                reason: reason::name(reason::OPERATOR).into(),
+                note: b.reason,
+                expires: ttl.map(|t| now + t.as_secs()),
+                actor: actor.to_owned(),
+            };
+            if let Err(e) = journal(state, &record) {
+                return *e;
+            }
             state
                 .l7
                 .insert(net, Instant::now() + ttl.unwrap_or(L7_PERMANENT));
@@ -253,7 +271,23 @@ fn remove_block(state: &AdminState, b: TargetBody, actor: &str) -> Resp {
         Ok(n) => n,
         Err(r) => return *r,
     };
-    let in_l7 = state.l7.remove(net);
+    let in_l7 = state.l7.list().iter().any(|(n, _)| *n == net);
+    if in_l7 {
+        let record = Record {
+            ts: crate::xdp::unix_now(),
+            action: Action::Unblock,
+            target: net.trunc().to_string(),
+            origin: L7_ORIGIN.into(),
+            reason: reason::name(reason::OPERATOR).into(),
+            note: b.reason.clone(),
+            expires: None,
+            actor: actor.to_owned(),
+        };
+        if let Err(e) = journal(state, &record) {
+            return *e;
+        }
+        state.l7.remove(net);
+    }
     let in_kernel = match &state.defense {
         Some(defense) => match defense.unblock(net, actor, b.reason) {
             Ok(found) => found,
@@ -300,7 +334,7 @@ pub fn block_rows(
         let permanent = left > L7_PERMANENT / 2;
         rows.push(json!({
             "address": net.to_string(),
-            "origin": "l7-proxy",
+            "origin": L7_ORIGIN,
             "reason": "l7",
             "created": null,
             "expires": (!permanent).then(|| now + left.as_secs()),
@@ -415,6 +449,16 @@ async fn reload(state: &AdminState, actor: &str) -> Resp {
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon is stopping".into(),
         ),
+    }
+}
+
+/// Appends to the journal of proxy-enforced blocks, when there is one.
+fn journal(state: &AdminState, record: &Record) -> Result<(), Box<Resp>> {
+    match &state.journal {
+        Some(j) => j
+            .append(record)
+            .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))),
+        None => Ok(()),
     }
 }
 

@@ -29,7 +29,7 @@ pub use auth::Tokens;
 
 use crate::{
     config::AdminSection,
-    defense::{Defense, L7Blocks},
+    defense::{Action, Defense, Journal, JournalError, L7Blocks},
     telemetry::metrics::Metrics,
     tls::TlsAcceptor,
 };
@@ -70,6 +70,9 @@ pub struct AdminState {
     /// proxy only.
     pub defense: Option<Arc<Defense>>,
     pub l7: Arc<L7Blocks>,
+    /// The audit journal for blocks enforced in the proxy (kernel changes are journaled by
+    /// `defense`); `None` leaves them unjournaled (tests).
+    pub journal: Option<Arc<Journal>>,
     pub metrics: Arc<Metrics>,
     /// Where reloads are sent; `None` answers 503.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
@@ -270,4 +273,40 @@ where
     if let Err(e) = builder.serve_connection(io, service).await {
         tracing::debug!(error = %e, "admin connection ended with an error");
     }
+}
+
+/// Puts the proxy-enforced blocks of the journal (operator blocks without XDP, and clients
+/// behind a trusted proxy) that have not expired back into `l7`, with their remaining time;
+/// returns how many.
+pub fn restore_l7(journal: &Journal, l7: &L7Blocks) -> Result<usize, JournalError> {
+    let mut standing: std::collections::HashMap<String, Option<u64>> = Default::default();
+    for r in journal.read()? {
+        match r.action {
+            Action::Block if r.origin == api::L7_ORIGIN => {
+                standing.insert(r.target, r.expires);
+            }
+            Action::Block => {
+                standing.remove(&r.target);
+            }
+            Action::Unblock => {
+                standing.remove(&r.target);
+            }
+            _ => {}
+        }
+    }
+    let now = crate::xdp::unix_now();
+    let mut restored = 0;
+    for (target, expires) in standing {
+        let Ok(net) = target.parse::<ipnet::IpNet>() else {
+            continue;
+        };
+        let left = match expires {
+            Some(e) if e <= now => continue,
+            Some(e) => Duration::from_secs(e - now),
+            None => api::L7_PERMANENT,
+        };
+        l7.insert(net, std::time::Instant::now() + left);
+        restored += 1;
+    }
+    Ok(restored)
 }

@@ -112,6 +112,7 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
         running.as_ref().map(|r| Arc::clone(&r.defense)),
         &blocked,
         proxy.as_ref(),
+        events.as_ref(),
     )
     .await;
 
@@ -311,6 +312,7 @@ async fn start_admin(
     defense: Option<Arc<Defense>>,
     blocked: &Arc<L7Blocks>,
     proxy: Option<&Proxy>,
+    events: Option<&EventSink>,
 ) -> (
     Option<crate::admin::AdminServer>,
     tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>,
@@ -331,9 +333,32 @@ async fn start_admin(
     let socket = config
         .admin
         .socket_path(&config.state_dir, &config.instance);
+    // Proxy-enforced blocks (clients behind a trusted proxy; any block without XDP) come back
+    // from the journal with their remaining time.
+    let journal = match crate::defense::Journal::open(&config.state_dir.join(&config.instance)) {
+        Ok(j) => {
+            match crate::admin::restore_l7(&j, blocked) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    restored = n,
+                    "proxy-enforced blocks restored from the journal"
+                ),
+                Err(e) => tracing::warn!(error = %e, "restoring proxy-enforced blocks"),
+            }
+            if let Some(ev) = events {
+                j.set_events(ev.clone());
+            }
+            Some(Arc::new(j))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit journal unavailable for proxy-enforced blocks");
+            None
+        }
+    };
     let state = crate::admin::AdminState {
         defense,
         l7: Arc::clone(blocked),
+        journal,
         metrics: Arc::new(metrics),
         reload: Some(tx),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
