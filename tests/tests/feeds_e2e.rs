@@ -255,3 +255,86 @@ fn a_100k_entry_feed_applies_in_seconds() {
         first["took_ms"], second["took_ms"]
     );
 }
+
+/// A feed server in the gateway namespace: answers every request with the current body and
+/// status (the test changes them).
+fn feed_server(
+    topo: &Topo,
+    body: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = topo
+        .gw
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").expect("bind feed server"));
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.read(&mut buf);
+            let (status, text) = body.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_spamhaus_drop_feed_over_http_is_applied_and_kept_while_its_server_fails() {
+    if !privileged("feeds_http") {
+        return;
+    }
+    let topo = topo();
+    let server = Server::start(&topo);
+    let body = std::sync::Arc::new(std::sync::Mutex::new((
+        200u16,
+        format!(
+            "; Spamhaus DROP List (test copy)\n; Last-Modified: today\n{ATTACKER_NET} ; SBL000001\n"
+        ),
+    )));
+    let addr = feed_server(&topo, std::sync::Arc::clone(&body));
+    let inst = Instance::new("feedshttp");
+    let mut daemon = Daemon::start(
+        &inst,
+        &topo.gw,
+        &feed_config(&format!(
+            "feeds: [{{ name: drop, url: \"http://{addr}/drop.txt\", format: spamhaus_drop, refresh: 1s }}]"
+        )),
+    );
+    applied(&mut daemon, "\"added\":1", Duration::from_secs(10));
+    assert!(
+        !connects(&topo, ATTACKER, &server),
+        "DROP entry not enforced"
+    );
+    assert!(connects(&topo, CLIENT, &server));
+
+    // The feed server breaks: the entries stay (an outage must not unblock a botnet list).
+    *body.lock().unwrap_or_else(|p| p.into_inner()) = (503, "down".into());
+    daemon.wait_for_log("feed unavailable", Duration::from_secs(10));
+    assert!(
+        !connects(&topo, ATTACKER, &server),
+        "entries lost on a failed fetch"
+    );
+
+    // An error page served with 200: no valid line, not applied.
+    *body.lock().unwrap_or_else(|p| p.into_inner()) = (200, "<html>oops</html>\n".into());
+    daemon.wait_for_log("feed has no valid entry", Duration::from_secs(10));
+    assert!(
+        !connects(&topo, ATTACKER, &server),
+        "entries lost on a garbage body"
+    );
+
+    // Back with an empty list: the entry is removed.
+    *body.lock().unwrap_or_else(|p| p.into_inner()) = (200, "; empty today\n".into());
+    applied(&mut daemon, "\"removed\":1", Duration::from_secs(10));
+    assert!(
+        connects(&topo, ATTACKER, &server),
+        "removed DROP entry still drops"
+    );
+}
