@@ -151,3 +151,75 @@ impl Facility {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, FeedFormat};
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(Path::new("/etc/gw/gw.yaml"), text)
+    }
+
+    #[test]
+    fn events_and_feeds_parse_with_paths_relative_to_the_file() {
+        let c = parse(
+            "telemetry:\n  events:\n    file: log/events.json\n    syslog: { address: \"10.0.0.5:6514\", transport: tls, ca: ca.pem }\n\
+             defense:\n  feeds:\n    - { name: drop, url: \"https://example.test/drop.txt\", format: spamhaus_drop, refresh: 12h }\n\
+             \x20   - { name: local, file: lists/bad.txt }\n  geo: { file: geo.csv, block: [cn, RU] }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = c.telemetry.events.expect("events");
+        assert_eq!(
+            e.file.as_deref(),
+            Some(Path::new("/etc/gw/log/events.json"))
+        );
+        assert_eq!(
+            e.syslog.and_then(|s| s.ca),
+            Some(Path::new("/etc/gw/ca.pem").to_owned())
+        );
+        let d = c.defense.expect("defense");
+        assert_eq!(d.feeds[0].format, FeedFormat::SpamhausDrop);
+        assert_eq!(d.feeds[0].refresh.as_secs(), 12 * 3600);
+        assert_eq!(d.feeds[1].format, FeedFormat::Plain);
+        assert_eq!(
+            d.feeds[1].file.as_deref(),
+            Some(Path::new("/etc/gw/lists/bad.txt"))
+        );
+        assert_eq!(d.geo.expect("geo").file, Path::new("/etc/gw/geo.csv"));
+    }
+
+    #[test]
+    fn bad_sections_are_reported_on_their_line() {
+        let cases = [
+            ("telemetry:\n  events:\n    rate: 10\n", 2, "needs a `file`"),
+            (
+                "defense:\n  feeds:\n    - { name: a, url: \"ftp://x/y\" }\n",
+                3,
+                "not an http(s) URL",
+            ),
+            (
+                "defense:\n  feeds:\n    - { name: a, file: x, url: \"http://x/y\" }\n",
+                2,
+                "exactly one of",
+            ),
+            (
+                "defense:\n  feeds:\n    - { name: \"a/b\", file: x }\n",
+                3,
+                "feed name",
+            ),
+            (
+                "defense:\n  geo: { file: g.csv, block: [CHN] }\n",
+                2,
+                "two-letter",
+            ),
+            ("defense:\n  aggregate: { v4_prefix: 32 }\n", 2, "v4_prefix"),
+        ];
+        for (text, line, reason) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.reason.contains(reason), "{text}: {e}");
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+}
