@@ -142,3 +142,47 @@ fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an octal mode like 0600")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(Path::new("gw.yaml"), text)
+    }
+
+    #[test]
+    fn the_socket_defaults_under_the_state_directory_owner_only() {
+        let c = parse("instance: edge\nstate_dir: /srv/gw\n").expect("valid");
+        assert_eq!(c.admin.socket_mode, 0o600);
+        assert_eq!(
+            c.admin.socket_path(&c.state_dir, &c.instance),
+            Path::new("/srv/gw/edge/admin.sock")
+        );
+    }
+
+    #[test]
+    fn a_world_accessible_socket_is_rejected() {
+        let e = parse("admin:\n  socket_mode: \"0666\"\n").expect_err("0666");
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("admin:\n  socket_mode: \"rw\"\n").expect_err("not octal");
+        assert!(e.reason.contains("octal"), "{e}");
+        parse("admin:\n  socket_mode: \"0660\"\n").expect("group may administer");
+    }
+
+    #[test]
+    fn a_token_comes_from_exactly_one_place() {
+        let e = parse(
+            "admin:\n  tcp:\n    address: \"127.0.0.1:9901\"\n    tokens: [{ id: a, file: t, env: T }]\n",
+        )
+        .expect_err("both");
+        assert!(e.reason.contains("exactly one"), "{e}");
+        let e = parse(
+            "admin:\n  tcp:\n    address: \"127.0.0.1:9901\"\n    tokens: [{ id: \"a b\", env: T }]\n",
+        )
+        .expect_err("bad id");
+        assert!(e.reason.contains("token id"), "{e}");
+    }
+}
