@@ -268,6 +268,16 @@ fn clients_behind_a_trusted_proxy_are_blocked_at_l7_and_the_proxy_never_in_the_k
         journal.contains("198.18.200.5") && journal.contains("l7-proxy"),
         "{journal}"
     );
+
+    // kill -9 and a fresh start: the proxy-enforced block comes back from the journal.
+    daemon.kill();
+    let _daemon = Daemon::start_existing(&inst, &topo.gw);
+    assert_eq!(
+        request(&topo, LB, "/ok", &via("198.18.200.5")),
+        Some(403),
+        "L7 block lost in the restart"
+    );
+    assert_eq!(request(&topo, LB, "/ok", &via("198.18.200.6")), Some(200));
 }
 
 #[test]
