@@ -41,7 +41,10 @@ pub(super) async fn handle(
 ) -> Result<Resp, Infallible> {
     let actor = match authenticate(&tokens, &caller, &req) {
         Ok(a) => a,
-        Err(resp) => return Ok(*resp),
+        Err(resp) => {
+            state.metrics.admin_refused();
+            return Ok(*resp);
+        }
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -34,6 +34,9 @@ use crate::{
     tls::TlsAcceptor,
 };
 
+/// Open connections on the TCP listener at once.
+const MAX_TCP_CONNECTIONS: usize = 64;
+
 /// The header the CLI names its user in (`cli:<user>`); believed on the unix socket only.
 pub const ACTOR_HEADER: &str = "x-gateway-actor";
 
@@ -223,6 +226,8 @@ async fn tcp_loop(
     tls: Option<Arc<TlsAcceptor>>,
     state: Arc<AdminState>,
 ) {
+    // Anyone who can reach the port can open connections before authenticating: bound them.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -232,10 +237,15 @@ async fn tcp_loop(
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, "admin TCP connection refused: too many open");
+            continue;
+        };
         let state = Arc::clone(&state);
         let tokens = Arc::clone(&tokens);
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     let accepted =

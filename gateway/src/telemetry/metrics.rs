@@ -133,6 +133,7 @@ fn method_label(m: &http::Method) -> &'static str {
 pub struct Metrics {
     registry: Registry,
     proxy: ProxyMetrics,
+    admin_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -171,8 +172,23 @@ impl Metrics {
             "WAF rule matches by rule id, blocking or detect-only",
             proxy.waf_matches.clone(),
         );
+        let admin_refused = Counter::default();
+        registry.register(
+            "admin_refused",
+            "Admin API calls on TCP refused for want of a valid bearer token",
+            admin_refused.clone(),
+        );
         registry.register_collector(Box::new(Escalations));
-        Self { registry, proxy }
+        Self {
+            registry,
+            proxy,
+            admin_refused,
+        }
+    }
+
+    /// Counts an admin API call refused for want of credentials.
+    pub fn admin_refused(&self) {
+        self.admin_refused.inc();
     }
 
     /// The handle the proxy records requests with.
