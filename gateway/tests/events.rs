@@ -323,3 +323,25 @@ async fn events_reach_a_tls_syslog_collector() {
     assert_eq!(f.json["event"]["type"][0], "deletion");
     assert_eq!(f.json["source"]["ip"], "192.0.2.7");
 }
+
+#[tokio::test]
+async fn a_rotated_events_file_is_reopened() {
+    let dir = TempDir::new("rotate");
+    let file = dir.0.join("events.json");
+    let events = EventSink::start(&EventsConfig {
+        summary_interval: Duration::from_millis(100),
+        ..events_config(Some(&file), None)
+    })
+    .expect("events start");
+    events.audit(&record(1));
+    wait_for_lines(&file, 1).await;
+    // logrotate's default: rename, then the writer must notice and create a new file.
+    let rotated = dir.0.join("events.json.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    events.audit(&record(2));
+    let lines = wait_for_lines(&file, 1).await;
+    assert_eq!(lines[0]["gateway"]["target"], "192.0.2.2/32");
+    let old = std::fs::read_to_string(&rotated).expect("rotated");
+    assert_eq!(old.lines().count(), 1, "{old}");
+}

@@ -62,7 +62,7 @@ impl EventSink {
     /// cannot be opened or a bad CA bundle is an error here, not a silent loss later.
     pub fn start(config: &EventsConfig) -> Result<Self, EventsError> {
         let file = match &config.file {
-            Some(path) => Some(open_file(path)?),
+            Some(path) => Some((path.clone(), open_file(path)?)),
             None => None,
         };
         let syslog = match &config.syslog {
@@ -173,7 +173,8 @@ impl EventSink {
 
 /// Where the events go, owned by the writer task.
 struct Writer {
-    file: Option<std::fs::File>,
+    /// The path too: a rotated file (renamed or removed by logrotate) is reopened.
+    file: Option<(std::path::PathBuf, std::fs::File)>,
     stdout: bool,
     syslog: Option<Syslog>,
     limiter: Arc<Limiter>,
@@ -192,10 +193,32 @@ impl Writer {
                     }
                     self.write(batch).await;
                 }
-                _ = summary.tick() => self.summarise().await,
+                _ = summary.tick() => {
+                    self.reopen_if_rotated();
+                    self.summarise().await;
+                }
             }
         }
         self.summarise().await;
+    }
+
+    /// When the path no longer names the open file (logrotate renamed or removed it), opens a
+    /// new one there; checked every summary interval, so no signal is needed.
+    fn reopen_if_rotated(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some((path, file)) = &mut self.file else {
+            return;
+        };
+        let same = match (std::fs::metadata(&*path), file.metadata()) {
+            (Ok(on_disk), Ok(open)) => on_disk.dev() == open.dev() && on_disk.ino() == open.ino(),
+            _ => false,
+        };
+        if !same {
+            match open_file(path) {
+                Ok(f) => *file = f,
+                Err(e) => tracing::warn!(error = %e, "reopening the events file"),
+            }
+        }
     }
 
     async fn summarise(&mut self) {
@@ -215,7 +238,7 @@ impl Writer {
             let _ = serde_json::to_writer(&mut lines, &q.record);
             lines.push(b'\n');
         }
-        if let Some(f) = &mut self.file
+        if let Some((_, f)) = &mut self.file
             && let Err(e) = f.write_all(&lines)
         {
             tracing::warn!(error = %e, "writing security events");
