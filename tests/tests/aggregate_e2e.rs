@@ -176,4 +176,15 @@ fn neighbours_escalated_together_block_their_prefix_and_events_reach_syslog() {
     assert_eq!(prefix["gateway"]["target"], "198.18.7.0/24");
     assert_eq!(prefix["gateway"]["actor"], "auto:aggregate");
     assert_eq!(prefix["event"]["type"][0], "denied");
+
+    // `gateway top` reads requests/s from the daemon's metrics and shows the prefix block.
+    let top = inst.cli_ok(&["top", "--once", "--interval", "500ms"]);
+    let rps = top
+        .split("requests/s: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(rps.parse::<f64>().is_ok(), "no requests/s in {top}");
+    assert!(top.contains("198.18.7.0/24"), "{top}");
+    assert!(top.contains("auto:aggregate"), "{top}");
 }
