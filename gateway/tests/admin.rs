@@ -166,6 +166,24 @@ async fn unix_socket_blocks_lists_unblocks_and_refuses_a_bad_reload() {
         "{row}"
     );
     assert_eq!(get(port, "/x").await, 403);
+    let metrics = unix(&socket, "GET", "/metrics", "").await.1;
+    assert_eq!(
+        sample(
+            &metrics,
+            "gateway_rejections_total",
+            &[("reason", "client_blocked"), ("stage", "defense")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "gateway_denylist_entries",
+            &[("origin", "l7-proxy")]
+        ),
+        Some(1.0)
+    );
 
     // Unblock: gone from the list, traffic passes; a second unblock is a 404.
     let (status, body) = unix(

@@ -91,10 +91,10 @@ impl ProxyMetrics {
             })
             .inc();
         if let Some(reason) = r.code {
-            let stage = r.stage.unwrap_or(if reason.starts_with("upstream") {
-                "upstream"
-            } else {
-                "proxy"
+            let stage = r.stage.unwrap_or(match reason {
+                "client_blocked" => "defense",
+                r if r.starts_with("upstream") => "upstream",
+                _ => "proxy",
             });
             self.rejections
                 .get_or_create(&RejectionLabels { reason, stage })
