@@ -187,4 +187,34 @@ fn neighbours_escalated_together_block_their_prefix_and_events_reach_syslog() {
     assert!(rps.parse::<f64>().is_ok(), "no requests/s in {top}");
     assert!(top.contains("198.18.7.0/24"), "{top}");
     assert!(top.contains("auto:aggregate"), "{top}");
+
+    // An analyst's timed block: its creation and its expiry are both events.
+    inst.cli_ok(&[
+        "block",
+        "add",
+        "198.18.9.9",
+        "--ttl",
+        "1s",
+        "--reason",
+        "test",
+    ]);
+    let events_file = inst.state_dir.join("events.json");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&events_file).unwrap_or_default();
+        let kinds: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["gateway"]["target"] == "198.18.9.9/32")
+            .filter_map(|e| e["event"]["action"].as_str().map(str::to_owned))
+            .collect();
+        if kinds == ["source_blocked", "block_expired"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events for 198.18.9.9: {kinds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -67,6 +67,11 @@ impl Journal {
         })
     }
 
+    /// Where records also go as security events, when set.
+    pub fn events(&self) -> Option<&crate::telemetry::events::EventSink> {
+        self.events.get()
+    }
+
     /// Sends every record appended from now on to `events` too.
     pub fn set_events(&self, events: crate::telemetry::events::EventSink) {
         let _ = self.events.set(events);

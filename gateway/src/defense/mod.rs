@@ -404,10 +404,31 @@ impl Defense {
         Ok(())
     }
 
-    /// Removes expired entries from the maps (the kernel already ignores them).
+    /// Removes expired entries from the maps (the kernel already ignores them); each is a
+    /// `block_expired` security event (not journaled: the block's record had its deadline).
     pub fn sweep(&self) -> Result<usize, DefenseError> {
         let _lock = self.pins.lock()?;
-        Ok(self.maps()?.sweep_expired(BootClock::now().boot_ns)?)
+        let clock = BootClock::now();
+        let mut maps = self.maps()?;
+        let expired: Vec<_> = maps
+            .denied()
+            .into_iter()
+            .filter(|e| !e.value.is_active(clock.boot_ns))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        maps.undeny_many(expired.iter().map(|e| e.net))?;
+        if let Some(events) = self.journal.events() {
+            for e in &expired {
+                events.expired(
+                    e.net,
+                    origin::name(e.value.origin),
+                    reason::name(e.value.reason),
+                );
+            }
+        }
+        Ok(expired.len())
     }
 }
 

@@ -17,6 +17,7 @@ pub const FLAGGED: &str = "request_flagged";
 pub const SIMULATED: &str = "block_simulated";
 pub const SKIPPED: &str = "escalation_skipped";
 pub const SUPPRESSED: &str = "suppressed";
+pub const EXPIRED: &str = "block_expired";
 
 /// The request an event is about.
 pub struct RequestInfo<'a> {
@@ -166,6 +167,26 @@ pub fn audit(r: &Record, action: &'static str) -> Value {
             "ttl_seconds": r.expires.map(|e| e.saturating_sub(r.ts)),
             "enforcement": if r.origin == "l7-proxy" { "l7" } else { "xdp" },
         },
+    })
+}
+
+pub fn expired(target: ipnet::IpNet, origin: &str, reason: &str) -> Value {
+    json!({
+        "@timestamp": now(),
+        "ecs": { "version": "8.11.0" },
+        "event": {
+            "kind": "event",
+            "category": ["network", "intrusion_detection"],
+            "type": ["deletion", "end"],
+            "action": EXPIRED,
+            "reason": reason,
+            "outcome": "success",
+            "dataset": "gateway.security",
+        },
+        "message": format!("block on {target} expired"),
+        "source": { "ip": host_ip(&target).map(|s| s.to_string()) },
+        "rule": { "name": reason },
+        "gateway": { "target": target.to_string(), "origin": origin, "enforcement": "xdp" },
     })
 }
 

@@ -151,6 +151,13 @@ impl EventSink {
         });
     }
 
+    /// A timed block that ran out and was swept from the maps.
+    pub fn expired(&self, target: ipnet::IpNet, origin: &str, reason: &str) {
+        self.emit(Class::Change, ecs::EXPIRED, 6, || {
+            ecs::expired(target, origin, reason)
+        });
+    }
+
     /// An escalation the defense loop decided not to apply: `dry_run` or an allowlisted source.
     pub fn escalation_not_applied(
         &self,
