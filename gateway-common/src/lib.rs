@@ -107,6 +107,8 @@ pub mod reason {
     /// Requests built to slip past the gateway (encoded slashes, path parameters, oversized or
     /// malformed heads): someone probing, not a confused client.
     pub const PROTOCOL_ABUSE: u16 = 10;
+    /// The operator blocks the source's country (`defense.geo`).
+    pub const GEO: u16 = 11;
 
     pub const fn name(reason: u16) -> &'static str {
         match reason {
@@ -120,6 +122,7 @@ pub mod reason {
             BOT => "bot",
             REPUTATION => "reputation",
             PROTOCOL_ABUSE => "protocol-abuse",
+            GEO => "geo",
             _ => "unspecified",
         }
     }

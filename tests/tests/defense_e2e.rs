@@ -250,14 +250,34 @@ fn clients_behind_a_trusted_proxy_are_blocked_at_l7_and_the_proxy_never_in_the_k
         Some(200),
         "the proxy itself was blocked"
     );
+    // `block list` (through the daemon) shows the client as enforced in the proxy; the kernel
+    // maps hold nothing, least of all the proxy's address.
     let list = blocks(&inst);
-    assert!(list.is_empty(), "kernel maps got {list:?}");
+    assert!(
+        list.iter().all(|b| b["origin"] == "l7-proxy"),
+        "kernel maps got {list:?}"
+    );
+    assert!(
+        list.iter().any(|b| b["address"] == "198.18.200.5/32"),
+        "{list:?}"
+    );
+    assert!(!list.iter().any(|b| b["address"] == format!("{LB}/32")));
     let journal = std::fs::read_to_string(inst.state_dir.join(&inst.name).join("journal.jsonl"))
         .expect("journal");
     assert!(
         journal.contains("198.18.200.5") && journal.contains("l7-proxy"),
         "{journal}"
     );
+
+    // kill -9 and a fresh start: the proxy-enforced block comes back from the journal.
+    daemon.kill();
+    let _daemon = Daemon::start_existing(&inst, &topo.gw);
+    assert_eq!(
+        request(&topo, LB, "/ok", &via("198.18.200.5")),
+        Some(403),
+        "L7 block lost in the restart"
+    );
+    assert_eq!(request(&topo, LB, "/ok", &via("198.18.200.6")), Some(200));
 }
 
 #[test]

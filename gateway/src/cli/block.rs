@@ -7,10 +7,12 @@ use clap::Subcommand;
 use gateway_common::{origin, reason};
 use ipnet::IpNet;
 
-use super::{Instance, UsageError, actor, duration_arg, net_arg, table};
+use http::Method;
+
+use super::{Instance, UsageError, actor, daemon_error, duration_arg, net_arg, table};
 use crate::{
-    defense::Block,
-    xdp::{BootClock, deny_row},
+    admin::client::Client,
+    defense::{Block, L7Blocks},
 };
 
 #[derive(Debug, Subcommand)]
@@ -45,15 +47,70 @@ pub enum BlockCommand {
 }
 
 pub(super) fn execute(instance: &Instance, cmd: BlockCommand) -> anyhow::Result<()> {
+    if let BlockCommand::Add { ttl: Some(t), .. } = &cmd
+        && t.is_zero()
+    {
+        return Err(UsageError("--ttl must be longer than zero".into()).into());
+    }
+    match instance.daemon()? {
+        Some(daemon) => through_daemon(&daemon, cmd),
+        None => direct(instance, cmd),
+    }
+}
+
+/// Through the running daemon: it journals with this user as the actor and applies.
+fn through_daemon(daemon: &Client, cmd: BlockCommand) -> anyhow::Result<()> {
     match cmd {
         BlockCommand::Add {
             target,
             ttl,
             reason: note,
         } => {
-            if ttl.is_some_and(|t| t.is_zero()) {
-                return Err(UsageError("--ttl must be longer than zero".into()).into());
-            }
+            let body = serde_json::json!({
+                "target": target.to_string(),
+                "ttl": ttl.map(|t| humantime::format_duration(t).to_string()),
+                "reason": note,
+            });
+            daemon
+                .call(Method::POST, "/v1/blocks", Some(body))
+                .map_err(daemon_error)?;
+            print_blocked(target, ttl);
+        }
+        BlockCommand::Rm {
+            target,
+            reason: note,
+        } => {
+            let body = serde_json::json!({"target": target.to_string(), "reason": note});
+            daemon
+                .call(Method::DELETE, "/v1/blocks", Some(body))
+                .map_err(daemon_error)?;
+            println!("unblocked {target}");
+        }
+        BlockCommand::List { json } => {
+            let rows = daemon
+                .call(Method::GET, "/v1/blocks", None)
+                .map_err(daemon_error)?;
+            print_rows(rows.as_array().map_or(&[][..], Vec::as_slice), json)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_blocked(target: IpNet, ttl: Option<Duration>) {
+    match ttl {
+        Some(t) => println!("blocked {target} for {}", table::human_duration(t)),
+        None => println!("blocked {target} (permanent)"),
+    }
+}
+
+/// On the pinned maps (no daemon, or `--direct`).
+fn direct(instance: &Instance, cmd: BlockCommand) -> anyhow::Result<()> {
+    match cmd {
+        BlockCommand::Add {
+            target,
+            ttl,
+            reason: note,
+        } => {
             let defense = instance.defense()?;
             defense.block(&Block {
                 net: target,
@@ -63,10 +120,7 @@ pub(super) fn execute(instance: &Instance, cmd: BlockCommand) -> anyhow::Result<
                 note,
                 actor: actor(),
             })?;
-            match ttl {
-                Some(t) => println!("blocked {target} for {}", table::human_duration(t)),
-                None => println!("blocked {target} (permanent)"),
-            }
+            print_blocked(target, ttl);
         }
         BlockCommand::Rm {
             target,
@@ -84,53 +138,53 @@ pub(super) fn execute(instance: &Instance, cmd: BlockCommand) -> anyhow::Result<
         }
         BlockCommand::List { json } => {
             let defense = instance.defense_existing()?;
-            let blocks = defense.blocks()?;
-            let clock = BootClock::now();
-            if json {
-                let rows: Vec<_> = blocks
-                    .iter()
-                    .map(|b| {
-                        let mut row = deny_row(&clock, b.net, &b.value);
-                        row["note"] = serde_json::json!(b.note);
-                        row["actor"] = serde_json::json!(b.actor);
-                        row
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                let rows: Vec<Vec<String>> = blocks
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.net.to_string(),
-                            origin::name(b.value.origin).into(),
-                            reason::name(b.value.reason).into(),
-                            table::timestamp(b.value.created_unix),
-                            match clock.remaining(b.value.expires_ns) {
-                                None => "permanent".into(),
-                                Some(d) if d.is_zero() => "expired".into(),
-                                Some(d) => table::human_duration(d),
-                            },
-                            b.note.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    table::render(
-                        &[
-                            "ADDRESS",
-                            "ORIGIN",
-                            "REASON",
-                            "CREATED",
-                            "EXPIRES IN",
-                            "NOTE"
-                        ],
-                        &rows
-                    )
-                );
-            }
+            let rows = crate::admin::block_rows(Some(&defense), &L7Blocks::default())
+                .map_err(anyhow::Error::msg)?;
+            print_rows(&rows, json)?;
         }
     }
+    Ok(())
+}
+
+/// `block list` output from the rows of `--json` (the same rows the admin API answers).
+fn print_rows(rows: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["address"]),
+                text(&r["origin"]),
+                text(&r["reason"]),
+                r["created"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), table::timestamp),
+                match r["ttl_seconds"].as_u64() {
+                    None => "permanent".into(),
+                    Some(0) => "expired".into(),
+                    Some(s) => table::human_duration(Duration::from_secs(s)),
+                },
+                text(&r["note"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "ADDRESS",
+                "ORIGIN",
+                "REASON",
+                "CREATED",
+                "EXPIRES IN",
+                "NOTE"
+            ],
+            &rows
+        )
+    );
     Ok(())
 }

@@ -11,6 +11,7 @@ mod openapi;
 mod run;
 mod stats;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,15 @@ pub struct Target {
     /// Where bpffs is mounted. Overrides the config file.
     #[arg(long, global = true, env = "GATEWAY_BPFFS")]
     pub bpffs: Option<PathBuf>,
+    /// The daemon's admin socket (default: `admin.socket` of the config file, else
+    /// `<state_dir>/<instance>/admin.sock`).
+    #[arg(long, global = true, env = "GATEWAY_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// `block`, `allow` and `stats` talk to the running daemon over its admin socket (so the
+    /// audit trail stays in one place) and fall back to the pinned maps, with a warning, when no
+    /// daemon answers. `--direct` skips the daemon and works on the pinned maps.
+    #[arg(long, global = true)]
+    pub direct: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +90,9 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// The audit journal: every block, unblock and allowlist change, with who and why.
     Audit(audit::AuditArgs),
+    /// Live view for SOC analysts: drops by reason, requests/s, blocked sources, escalations as
+    /// they happen (`--once` for one frame).
+    Top(top::TopArgs),
     /// Inspect the instance's pinned maps (list, dump, reset).
     #[command(subcommand)]
     Maps(maps::MapsCommand),
@@ -102,6 +115,8 @@ pub(crate) struct Instance {
     pub name: String,
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
+    pub admin_socket: PathBuf,
+    pub direct: bool,
 }
 
 impl Target {
@@ -115,13 +130,22 @@ impl Target {
             .clone()
             .or_else(|| file.as_ref().map(|c| c.instance.clone()))
             .unwrap_or_else(|| "default".into());
+        let state_dir = self
+            .state_dir
+            .clone()
+            .or_else(|| file.as_ref().map(|c| c.state_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/gateway"));
+        let admin_socket = self.admin_socket.clone().unwrap_or_else(|| match &file {
+            Some(c) if self.state_dir.is_none() && self.instance.is_none() => {
+                c.admin.socket_path(&c.state_dir, &c.instance)
+            }
+            _ => crate::config::default_socket(&state_dir, &name),
+        });
         Ok(Instance {
+            admin_socket,
+            direct: self.direct,
             name,
-            state_dir: self
-                .state_dir
-                .clone()
-                .or_else(|| file.as_ref().map(|c| c.state_dir.clone()))
-                .unwrap_or_else(|| PathBuf::from("/var/lib/gateway")),
+            state_dir,
             bpffs: self
                 .bpffs
                 .clone()
@@ -148,6 +172,41 @@ impl Instance {
 
     pub(crate) fn pins(&self) -> PinDir {
         PinDir::new(&self.bpffs, &self.name)
+    }
+
+    /// The running daemon's admin API, unless `--direct`; `None` (with a warning on stderr)
+    /// when no daemon answers on the socket, so the caller works on the maps directly.
+    pub(crate) fn daemon(&self) -> anyhow::Result<Option<crate::admin::client::Client>> {
+        use crate::admin::client::{Client, ClientError};
+        if self.direct {
+            return Ok(None);
+        }
+        let client = Client::new(self.admin_socket.clone(), actor());
+        match client.call(http::Method::GET, "/live", None) {
+            Ok(_) => Ok(Some(client)),
+            Err(ClientError::Unreachable { socket, reason }) => {
+                eprintln!(
+                    "gateway: no daemon answers on {} ({reason}): working directly on the pinned \
+                     maps of instance `{}` (use --direct to skip this check)",
+                    socket.display(),
+                    self.name
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A daemon's refusal of bad input exits 2 like the same mistake made directly.
+pub(crate) fn daemon_error(e: crate::admin::client::ClientError) -> anyhow::Error {
+    match e {
+        crate::admin::client::ClientError::Refused { status, message }
+            if status.is_client_error() =>
+        {
+            UsageError(message).into()
+        }
+        other => other.into(),
     }
 }
 
@@ -177,6 +236,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Maps(cmd) => maps::execute(&cli.target.resolve()?, cmd),
         Command::Audit(args) => audit::execute(&cli.target.resolve()?, &args),
         Command::Openapi(cmd) => openapi::execute(cmd),
+        Command::Top(args) => top::execute(&cli.target.resolve()?, &args),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())

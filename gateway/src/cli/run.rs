@@ -7,8 +7,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{Config, XdpMode, XdpSection},
-    defense::{self, Defense, Enforcement, L7Blocks, ViolationSink},
+    defense::{self, Defense, Enforcement, L7Blocks, ViolationSink, feeds::FeedTasks},
     proxy::server::{DefenseHooks, Proxy},
+    telemetry::events::EventSink,
     xdp::{Fastpath, RateEvents, XdpError},
 };
 
@@ -31,6 +32,8 @@ struct Running {
     defense: Arc<Defense>,
     events: RateEvents,
     xdp: XdpSection,
+    /// Reputation feeds and geo lists (they write the kernel denylist, so they need XDP).
+    feeds: FeedTasks,
 }
 
 async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
@@ -49,6 +52,25 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    if running.is_none()
+        && config
+            .defense
+            .as_ref()
+            .is_some_and(|d| !d.feeds.is_empty() || d.geo.is_some())
+    {
+        tracing::error!("defense.feeds and defense.geo need the XDP fast path: not applied");
+    }
+
+    // Security events: every audit record, every security decision of the proxy.
+    let events = match &config.telemetry.events {
+        Some(c) => Some(EventSink::start(c)?),
+        None => None,
+    };
+    if let (Some(ev), Some(r)) = (&events, &running) {
+        r.defense.set_events(ev.clone());
+    }
+
+    let metrics = crate::telemetry::metrics::Metrics::new();
 
     // The defense loop: evidence from the proxy and the kernel's rate-cap reports in, timed
     // blocks out (kernel when XDP runs, proxy otherwise).
@@ -69,6 +91,7 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
                 kernel: running.as_ref().map(|r| Arc::clone(&r.defense)),
                 l7: Arc::clone(&blocked),
                 never,
+                events: events.clone(),
             },
         )
     });
@@ -78,9 +101,20 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
         let hooks = DefenseHooks {
             blocked: Arc::clone(&blocked),
             violations: violations.clone(),
+            events: events.clone(),
+            metrics: Some(metrics.proxy()),
         };
         Some(Proxy::start_with(&config, hooks).await?)
     };
+    let (admin, mut reloads) = start_admin(
+        &config,
+        metrics,
+        running.as_ref().map(|r| Arc::clone(&r.defense)),
+        &blocked,
+        proxy.as_ref(),
+        events.as_ref(),
+    )
+    .await;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -106,14 +140,18 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 stamp = file_stamp(path);
-                reload(path, &mut current, running.as_mut(), proxy.as_ref());
+                let _ = reload(path, &mut current, running.as_mut(), proxy.as_ref());
+            }
+            Some(reply) = reloads.recv() => {
+                stamp = file_stamp(path);
+                let _ = reply.send(reload(path, &mut current, running.as_mut(), proxy.as_ref()));
             }
             _ = watch.tick() => {
                 let now = file_stamp(path);
                 if now != stamp {
                     stamp = now;
                     tracing::info!(config = %path.display(), "configuration file changed");
-                    reload(path, &mut current, running.as_mut(), proxy.as_ref());
+                    let _ = reload(path, &mut current, running.as_mut(), proxy.as_ref());
                 }
             }
             batch = next_events(running.as_mut()) => match batch {
@@ -140,6 +178,8 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
             },
         }
     }
+    // No more operator changes once stopping; the socket file goes with it.
+    drop(admin);
     if let Some(proxy) = proxy {
         tracing::info!(timeout = ?current.shutdown_timeout, "draining connections");
         proxy.shutdown(current.shutdown_timeout).await;
@@ -184,6 +224,8 @@ fn start(config: &Config, xdp: XdpSection) -> anyhow::Result<Running> {
         journal = %defense.journal_path().display(),
         "audit journal replayed"
     );
+    let (feeds, geo) = feed_sources(config);
+    let feeds = FeedTasks::start(&defense, feeds, geo);
     let events = fastpath.take_events()?;
     if let Some(mode) = xdp.mode.attach_mode() {
         for iface in &xdp.interfaces {
@@ -196,6 +238,7 @@ fn start(config: &Config, xdp: XdpSection) -> anyhow::Result<Running> {
         defense,
         events,
         xdp,
+        feeds,
     })
 }
 
@@ -208,35 +251,125 @@ async fn next_events(
     }
 }
 
+/// The feeds and geo section of a config (none without a `defense` section).
+fn feed_sources(
+    config: &Config,
+) -> (
+    &[crate::config::FeedConfig],
+    Option<&crate::config::GeoConfig>,
+) {
+    config
+        .defense
+        .as_ref()
+        .map_or((&[], None), |d| (d.feeds.as_slice(), d.geo.as_ref()))
+}
+
 fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// SIGHUP or a file change: parse and validate the whole file, build the new proxy generation,
-/// and only then swap it in and apply the XDP section; a bad file changes nothing.
-fn reload(path: &Path, current: &mut Config, running: Option<&mut Running>, proxy: Option<&Proxy>) {
+/// SIGHUP, a file change or the admin API: parse and validate the whole file, build the new
+/// proxy generation, and only then swap it in and apply the XDP section; a bad file changes
+/// nothing. The error (`file:line: reason`) goes to the log and back to an API caller.
+fn reload(
+    path: &Path,
+    current: &mut Config,
+    running: Option<&mut Running>,
+    proxy: Option<&Proxy>,
+) -> Result<(), String> {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload rejected; the running configuration stays");
-            return;
+            return Err(e.to_string());
         }
     };
     if let Some(proxy) = proxy
         && let Err(e) = proxy.reload(&new)
     {
         tracing::error!(config = %path.display(), error = %e, "reload rejected; the running configuration stays");
-        return;
+        return Err(format!("{}: {e}", path.display()));
     }
     if new.instance != current.instance {
         tracing::warn!("reload: the instance name changes at restart");
     }
     if let Some(r) = running {
         apply_xdp(r, new.xdp.clone());
+        let (feeds, geo) = feed_sources(&new);
+        r.feeds.update(&r.defense, feeds, geo);
     }
     *current = new;
     tracing::info!("configuration reloaded");
+    Ok(())
+}
+
+/// Starts the admin API with the metrics read at scrape time. A socket that cannot be bound
+/// is logged loudly and the gateway serves on (the CLI then works on the maps directly).
+async fn start_admin(
+    config: &Config,
+    mut metrics: crate::telemetry::metrics::Metrics,
+    defense: Option<Arc<Defense>>,
+    blocked: &Arc<L7Blocks>,
+    proxy: Option<&Proxy>,
+    events: Option<&EventSink>,
+) -> (
+    Option<crate::admin::AdminServer>,
+    tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>,
+) {
+    use crate::telemetry::metrics as m;
+    if let Some(p) = proxy {
+        metrics.register_collector(m::upstream_collector(p.upstream_health()));
+    }
+    match defense.as_ref().map(|d| crate::xdp::Maps::open(d.pins())) {
+        Some(Ok(maps)) => metrics.register_collector(m::xdp_collector(maps, Arc::clone(blocked))),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: cannot open the maps; XDP counters not exported");
+            metrics.register_collector(m::l7_collector(Arc::clone(blocked)));
+        }
+        None => metrics.register_collector(m::l7_collector(Arc::clone(blocked))),
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let socket = config
+        .admin
+        .socket_path(&config.state_dir, &config.instance);
+    // Proxy-enforced blocks (clients behind a trusted proxy; any block without XDP) come back
+    // from the journal with their remaining time.
+    let journal = match crate::defense::Journal::open(&config.state_dir.join(&config.instance)) {
+        Ok(j) => {
+            match crate::admin::restore_l7(&j, blocked) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    restored = n,
+                    "proxy-enforced blocks restored from the journal"
+                ),
+                Err(e) => tracing::warn!(error = %e, "restoring proxy-enforced blocks"),
+            }
+            if let Some(ev) = events {
+                j.set_events(ev.clone());
+            }
+            Some(Arc::new(j))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit journal unavailable for proxy-enforced blocks");
+            None
+        }
+    };
+    let state = crate::admin::AdminState {
+        defense,
+        l7: Arc::clone(blocked),
+        journal,
+        metrics: Arc::new(metrics),
+        reload: Some(tx),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    match crate::admin::AdminServer::start(&config.admin, &socket, state).await {
+        Ok(server) => (Some(server), rx),
+        Err(e) => {
+            tracing::error!(error = %e, "ADMIN API UNAVAILABLE: the CLI will work on the maps directly");
+            (None, rx)
+        }
+    }
 }
 
 fn apply_xdp(r: &mut Running, xdp: Option<XdpSection>) {

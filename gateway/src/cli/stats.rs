@@ -26,16 +26,22 @@ pub struct StatsArgs {
 }
 
 pub(super) fn execute(instance: &Instance, args: &StatsArgs) -> anyhow::Result<()> {
-    let pins = instance.pins();
-    if !pins.exists() {
-        return Err(pins.not_pinned().into());
-    }
-    let maps = Maps::open(&pins)?;
+    let mut read: Box<dyn FnMut() -> anyhow::Result<Vec<Counter>>> = match instance.daemon()? {
+        Some(daemon) => Box::new(move || from_daemon(&daemon)),
+        None => {
+            let pins = instance.pins();
+            if !pins.exists() {
+                return Err(pins.not_pinned().into());
+            }
+            let maps = Maps::open(&pins)?;
+            Box::new(move || Ok(maps.stats()?))
+        }
+    };
     let mut previous: Option<(Instant, Vec<Counter>)> = None;
     let mut shown = 0u64;
     loop {
         let now = Instant::now();
-        let counters = maps.stats()?;
+        let counters = read()?;
         let rates = previous.as_ref().map(|(then, old)| {
             let secs = now.duration_since(*then).as_secs_f64().max(1e-9);
             counters
@@ -57,6 +63,23 @@ pub(super) fn execute(instance: &Instance, args: &StatsArgs) -> anyhow::Result<(
         previous = Some((now, counters));
         std::thread::sleep(args.interval);
     }
+}
+
+/// The daemon's counters (`GET /v1/stats`), in slot order.
+fn from_daemon(daemon: &crate::admin::client::Client) -> anyhow::Result<Vec<Counter>> {
+    let answer = daemon
+        .call(http::Method::GET, "/v1/stats", None)
+        .map_err(super::daemon_error)?;
+    let rows = answer["xdp"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("the daemon runs without XDP: no kernel counters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Counter {
+            packets: r["packets"].as_u64().unwrap_or(0),
+            bytes: r["bytes"].as_u64().unwrap_or(0),
+        })
+        .collect())
 }
 
 fn print_once(

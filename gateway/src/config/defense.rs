@@ -29,6 +29,83 @@ pub struct DefenseSection {
     pub weights: BTreeMap<String, f64>,
     /// Sources scored at once (memory bound).
     pub max_tracked: usize,
+    /// Reputation feeds whose entries go into the kernel denylist (origin `feed`, tagged
+    /// `feed:<name>`), refreshed on a schedule; entries that leave a feed are removed.
+    pub feeds: Vec<FeedConfig>,
+    /// Blocking by country from a `CIDR,CC` file the operator provides.
+    pub geo: Option<GeoConfig>,
+    /// Blocking a whole prefix once enough sources inside it were blocked by the loop.
+    pub aggregate: Option<AggregateConfig>,
+}
+
+/// A reputation feed: a file or an http(s) URL.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Letters, digits, `-`, `_`, `.`; entries are tagged `feed:<name>`.
+    pub name: String,
+    /// `http://` or `https://` URL (system roots).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A local file (relative to the config file); re-read when it changes.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub format: FeedFormat,
+    /// How often the feed is fetched again.
+    #[serde(default = "default_refresh", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
+    pub refresh: Duration,
+}
+
+/// How a feed is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedFormat {
+    /// One address or CIDR per line, `#` comments.
+    #[default]
+    Plain,
+    /// Spamhaus DROP/EDROP: `CIDR ; SBLnnn`, `;` comments.
+    SpamhausDrop,
+    /// FireHOL `.netset`/`.ipset`: `#` comments, one address or CIDR per line.
+    Firehol,
+}
+
+/// Geo blocking: `file` holds `CIDR,CC` lines (see docs/geo-blocking.md).
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeoConfig {
+    pub file: std::path::PathBuf,
+    /// ISO 3166-1 alpha-2 country codes whose networks are denied (entries tagged `geo:<CC>`).
+    pub block: Vec<String>,
+    /// How often the file is checked for changes.
+    #[serde(default = "default_refresh", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
+    pub refresh: Duration,
+}
+
+/// When `min_sources` sources inside one prefix are blocked by the defense loop, the prefix is
+/// blocked (same TTL ladder), unless it covers an allowlisted or management address.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateConfig {
+    pub v4_prefix: u8,
+    pub v6_prefix: u8,
+    pub min_sources: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            v4_prefix: 24,
+            v6_prefix: 64,
+            min_sources: 5,
+        }
+    }
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl Default for DefenseSection {
@@ -41,6 +118,9 @@ impl Default for DefenseSection {
             dry_run: false,
             weights: BTreeMap::new(),
             max_tracked: 100_000,
+            feeds: Vec::new(),
+            geo: None,
+            aggregate: None,
         }
     }
 }
@@ -101,6 +181,7 @@ impl DefenseSection {
                 "defense.half_life and max_tracked must be above 0".into(),
             ));
         }
+        self.validate_sources()?;
         if let Some((k, w)) = self.weights.iter().find(|(_, w)| w.is_nan() || **w < 0.0) {
             return Err((
                 "weights",
@@ -133,6 +214,76 @@ impl DefenseSection {
             repeat_window: self.repeat_window,
             max_tracked: self.max_tracked,
         }
+    }
+}
+
+impl DefenseSection {
+    fn validate_sources(&self) -> Result<(), (&'static str, String)> {
+        let mut names = std::collections::HashSet::new();
+        for f in &self.feeds {
+            let valid = !f.name.is_empty()
+                && f.name.len() <= 64
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err((
+                    "name",
+                    format!(
+                        "feed name `{}` must be 1-64 letters, digits, `-`, `_` or `.`",
+                        f.name
+                    ),
+                ));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(("name", format!("feed `{}` is defined twice", f.name)));
+            }
+            match (&f.url, &f.file) {
+                (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => {}
+                (Some(u), None) => {
+                    return Err((
+                        "url",
+                        format!("feed `{}`: `{u}` is not an http(s) URL", f.name),
+                    ));
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err((
+                        "feeds",
+                        format!("feed `{}` needs exactly one of `url` and `file`", f.name),
+                    ));
+                }
+            }
+            if f.refresh < Duration::from_secs(1) {
+                return Err((
+                    "refresh",
+                    format!("feed `{}`: refresh must be 1s or more", f.name),
+                ));
+            }
+        }
+        if let Some(g) = &self.geo
+            && let Some(cc) = g
+                .block
+                .iter()
+                .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()))
+        {
+            return Err((
+                "block",
+                format!("geo.block: `{cc}` is not a two-letter country code"),
+            ));
+        }
+        if let Some(a) = &self.aggregate
+            && (!(8..=31).contains(&a.v4_prefix)
+                || !(16..=127).contains(&a.v6_prefix)
+                || a.min_sources < 2)
+        {
+            return Err((
+                "aggregate",
+                "defense.aggregate: v4_prefix 8..=31, v6_prefix 16..=127, min_sources 2 or more"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -3,8 +3,10 @@
 //! so a bad file can be rejected without changing anything.
 
 mod addr;
+mod admin;
 mod defense;
 mod l7;
+mod telemetry;
 mod xdp;
 
 use std::{
@@ -15,10 +17,12 @@ use std::{
 use serde::Deserialize;
 
 pub use addr::{Net, parse_net};
-pub use defense::DefenseSection;
+pub use admin::{AdminSection, AdminTcp, AdminToken, default_socket};
+pub use defense::{AggregateConfig, DefenseSection, FeedConfig, FeedFormat, GeoConfig};
 pub use l7::{
     AccessLog, HttpLimits, ListenerConfig, RouteConfig, RouteMatch, SecurityHeaders, parse_size,
 };
+pub use telemetry::{EventsConfig, Facility, SyslogConfig, SyslogTransport, TelemetrySection};
 pub use xdp::{RateCap, XdpMode, XdpSection};
 
 /// A configuration error with its place in the file.
@@ -82,6 +86,12 @@ pub struct Config {
     /// Bot signals toward the defense loop; absent means none are checked.
     #[serde(default)]
     pub bot: Option<crate::bot::BotSection>,
+    /// The admin API (unix socket by default; TCP only with a token or mTLS) and `/metrics`.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Security events (ECS JSON to a file, stdout or syslog).
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// How long SIGTERM waits for requests in flight.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     #[schemars(with = "String")]
@@ -152,6 +162,43 @@ impl Config {
         for o in &mut self.openapi {
             fix(&mut o.spec);
         }
+        if let Some(sock) = &mut self.admin.socket {
+            fix(sock);
+        }
+        if let Some(tcp) = &mut self.admin.tcp {
+            for t in &mut tcp.tokens {
+                if let Some(f) = &mut t.file {
+                    fix(f);
+                }
+            }
+            if let Some(tls) = &mut tcp.tls {
+                for pair in &mut tls.certificates {
+                    fix(&mut pair.cert);
+                    fix(&mut pair.key);
+                }
+                if let Some(ca) = &mut tls.client_ca {
+                    fix(ca);
+                }
+            }
+        }
+        if let Some(d) = &mut self.defense {
+            for f in &mut d.feeds {
+                if let Some(file) = &mut f.file {
+                    fix(file);
+                }
+            }
+            if let Some(g) = &mut d.geo {
+                fix(&mut g.file);
+            }
+        }
+        if let Some(events) = &mut self.telemetry.events {
+            if let Some(f) = &mut events.file {
+                fix(f);
+            }
+            if let Some(ca) = events.syslog.as_mut().and_then(|s| s.ca.as_mut()) {
+                fix(ca);
+            }
+        }
         for l in &mut self.listeners {
             if let Some(tls) = &mut l.tls {
                 for pair in &mut tls.certificates {
@@ -217,6 +264,10 @@ impl Config {
         self.rate_limit.validate()?;
         if let Some(bot) = &self.bot {
             bot.validate()?;
+        }
+        self.admin.validate()?;
+        if let Some(e) = &self.telemetry.events {
+            e.validate()?;
         }
         if self.workers.is_some_and(|w| w == 0 || w > 1024) {
             return Err(("workers", "workers must be 1..=1024".into()));

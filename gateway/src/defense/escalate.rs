@@ -35,10 +35,7 @@ impl ViolationSink {
         reason: &'static str,
         weight: Option<f64>,
     ) {
-        let weight = match weight {
-            Some(w) if !self.section.weights.contains_key(reason) => w,
-            _ => self.section.weight(reason),
-        };
+        let weight = self.weight_of(reason, weight);
         if weight > 0.0 {
             let _ = self.tx.try_send(Violation {
                 source,
@@ -46,6 +43,16 @@ impl ViolationSink {
                 reason,
                 weight,
             });
+        }
+    }
+}
+
+impl ViolationSink {
+    /// The weight `reason` counts with: the operator's, else the stage's, else the table's.
+    pub fn weight_of(&self, reason: &str, stage_weight: Option<f64>) -> f64 {
+        match stage_weight {
+            Some(w) if !self.section.weights.contains_key(reason) => w,
+            _ => self.section.weight(reason),
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct Enforcement {
     /// Never blocked (management and allow lists of the file; the kernel allowlist is checked
     /// too when XDP runs).
     pub never: Vec<IpNet>,
+    /// Security events for escalations that are not journaled (dry run, allowlisted, no XDP).
+    pub events: Option<crate::telemetry::events::EventSink>,
 }
 
 /// Starts the loop; returns the sink stages report to.
@@ -67,14 +76,31 @@ pub fn spawn(section: DefenseSection, enforcement: Enforcement) -> ViolationSink
     let mut scorer = Scorer::new(section.policy());
     let dry_run = section.dry_run;
     let enforcement = Arc::new(enforcement);
+    let mut aggregator = section
+        .aggregate
+        .clone()
+        .map(|a| super::aggregate::Aggregator::new(a, section.policy()));
     tokio::spawn(async move {
         while let Some(v) = rx.recv().await {
             let Some(e) = scorer.record(&v, Instant::now()) else {
                 continue;
             };
-            let enforcement = Arc::clone(&enforcement);
+            let (source, ttl, reason) = (e.source, e.ttl, e.reason);
+            let en = Arc::clone(&enforcement);
             // Map writes and the journal's fsync are blocking syscalls.
-            let _ = tokio::task::spawn_blocking(move || act(&enforcement, &e, dry_run)).await;
+            let in_kernel = tokio::task::spawn_blocking(move || act(&en, &e, dry_run))
+                .await
+                .unwrap_or(false);
+            if in_kernel
+                && let Some(agg) = &mut aggregator
+                && let Some(p) = agg.record(source, ttl, Instant::now())
+            {
+                let en = Arc::clone(&enforcement);
+                let _ = tokio::task::spawn_blocking(move || {
+                    super::aggregate::block_prefix(&en, &p, reason)
+                })
+                .await;
+            }
         }
     });
     ViolationSink { tx, section }
@@ -91,19 +117,28 @@ fn allowlisted(enforcement: &Enforcement, net: IpNet) -> bool {
         .is_some_and(|d| d.is_allowlisted(net).unwrap_or(false))
 }
 
-fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
+/// Applies an escalation; `true` when the source went into the kernel denylist.
+fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) -> bool {
     let started = Instant::now();
     let in_kernel = !e.behind_proxy && enforcement.kernel.is_some();
     let where_ = if in_kernel { "xdp" } else { "l7" };
     if allowlisted(enforcement, e.source) {
         tracing::warn!(target: "security", source = %e.source, reason = e.reason, score = e.score,
             "escalation skipped: source is allowlisted");
-        return;
+        if let Some(ev) = &enforcement.events {
+            ev.escalation_not_applied(e.source, e.reason, e.score, e.ttl, false);
+        }
+        count(in_kernel, Outcome::Allowlisted);
+        return false;
     }
     if dry_run {
         tracing::warn!(target: "security", source = %e.source, reason = e.reason, ttl = ?e.ttl,
             strike = e.strike, enforcement = where_, "dry run: would block");
-        return;
+        if let Some(ev) = &enforcement.events {
+            ev.escalation_not_applied(e.source, e.reason, e.score, e.ttl, true);
+        }
+        count(in_kernel, Outcome::DryRun);
+        return false;
     }
     let note = format!(
         "auto: {} (score {:.1}, strike {}{})",
@@ -132,9 +167,22 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
         }
         (None, _) => {
             enforcement.l7.insert(e.source, Instant::now() + e.ttl);
+            // No journal without the kernel maps: the event is the record.
+            if let Some(ev) = &enforcement.events {
+                ev.audit(&super::journal_record_l7(&block));
+            }
             Ok(())
         }
     };
+    count(
+        in_kernel,
+        if result.is_ok() {
+            Outcome::Blocked
+        } else {
+            Outcome::Failed
+        },
+    );
+    let in_kernel_ok = in_kernel && result.is_ok();
     match result {
         Ok(()) => tracing::warn!(target: "security", source = %e.source, reason = e.reason,
             ttl_seconds = e.ttl.as_secs(), strike = e.strike, score = e.score, enforcement = where_,
@@ -143,6 +191,42 @@ fn act(enforcement: &Enforcement, e: &Escalation, dry_run: bool) {
             tracing::error!(target: "security", source = %e.source, error = %err, "blocking failed")
         }
     }
+    in_kernel_ok
+}
+
+/// What became of an escalation, for the metrics.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Blocked,
+    DryRun,
+    Allowlisted,
+    Failed,
+}
+
+const OUTCOMES: [&str; 4] = ["blocked", "dry_run", "allowlisted", "failed"];
+
+/// Escalations since start by (enforcement, outcome); process-wide, read at scrape time.
+static ESCALATIONS: [std::sync::atomic::AtomicU64; 8] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+
+fn count(in_kernel: bool, outcome: Outcome) {
+    let i = usize::from(!in_kernel) * OUTCOMES.len() + outcome as usize;
+    ESCALATIONS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Escalations since the process started, as `((enforcement, outcome), count)`.
+pub fn escalation_counts() -> Vec<((&'static str, &'static str), u64)> {
+    ESCALATIONS
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let enforcement = if i < OUTCOMES.len() { "xdp" } else { "l7" };
+            (
+                (enforcement, OUTCOMES[i % OUTCOMES.len()]),
+                n.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .collect()
 }
 
 fn reason_code(reason: &str) -> u16 {

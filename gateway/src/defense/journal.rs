@@ -23,6 +23,8 @@ pub enum Action {
     Unblock,
     Allow,
     Disallow,
+    /// A reputation feed (or geo list) applied: one record per apply, counts in the note.
+    Feed,
 }
 
 /// One change, as SOC analysts read it back with `gateway audit`.
@@ -48,6 +50,8 @@ pub struct Record {
 
 pub struct Journal {
     path: PathBuf,
+    /// Every record written also becomes a security event (set by the daemon).
+    events: std::sync::OnceLock<crate::telemetry::events::EventSink>,
 }
 
 impl Journal {
@@ -59,7 +63,18 @@ impl Journal {
         })?;
         Ok(Self {
             path: dir.join("journal.jsonl"),
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where records also go as security events, when set.
+    pub fn events(&self) -> Option<&crate::telemetry::events::EventSink> {
+        self.events.get()
+    }
+
+    /// Sends every record appended from now on to `events` too.
+    pub fn set_events(&self, events: crate::telemetry::events::EventSink) {
+        let _ = self.events.set(events);
     }
 
     pub fn path(&self) -> &Path {
@@ -80,7 +95,11 @@ impl Journal {
             .open(&self.path)
             .map_err(err)?;
         file.write_all(&line).map_err(err)?;
-        file.sync_data().map_err(err)
+        file.sync_data().map_err(err)?;
+        if let Some(events) = self.events.get() {
+            events.audit(record);
+        }
+        Ok(())
     }
 
     /// Every record in order. A torn last line (a crash mid-write) is skipped, as is any line

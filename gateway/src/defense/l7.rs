@@ -40,6 +40,16 @@ impl L7Blocks {
         self.len.store(nets.len(), Ordering::Relaxed);
     }
 
+    /// Lifts a block at once (an operator's unblock); `false` when there was none.
+    pub fn remove(&self, net: IpNet) -> bool {
+        let mut nets = self.nets.write().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let found = nets.remove(&net).is_some_and(|until| until > now);
+        nets.retain(|_, u| *u > now);
+        self.len.store(nets.len(), Ordering::Relaxed);
+        found
+    }
+
     /// Current entries with their remaining time.
     pub fn list(&self) -> Vec<(IpNet, std::time::Duration)> {
         let now = Instant::now();

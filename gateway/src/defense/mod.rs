@@ -1,7 +1,9 @@
 //! The single writer of the kernel maps: blocks and allowlist changes from operators (and, later,
 //! from L7 detections) go through here, journal first, then the maps.
 
+mod aggregate;
 mod escalate;
+pub mod feeds;
 mod journal;
 mod l7;
 mod score;
@@ -15,7 +17,7 @@ use std::{
 use gateway_common::{DenyValue, origin, reason};
 use ipnet::IpNet;
 
-pub use escalate::{Enforcement, ViolationSink, spawn};
+pub use escalate::{Enforcement, ViolationSink, escalation_counts, spawn};
 pub use journal::{Action, Journal, JournalError, Record};
 pub use l7::L7Blocks;
 pub use score::{Escalation, Policy, Scorer, Violation};
@@ -111,6 +113,11 @@ impl Defense {
         &self.pins
     }
 
+    /// Every audit record from now on is also a security event.
+    pub fn set_events(&self, events: crate::telemetry::events::EventSink) {
+        self.journal.set_events(events);
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.journal.path().to_owned()
     }
@@ -177,17 +184,7 @@ impl Defense {
     /// Journals a block enforced in the proxy (a client behind a trusted proxy): same record as
     /// a kernel block, marked in its note, nothing written to the maps.
     pub fn journal_l7(&self, block: &Block) -> Result<(), DefenseError> {
-        let clock = BootClock::now();
-        self.journal.append(&Record {
-            ts: clock.unix_s,
-            action: Action::Block,
-            target: block.net.to_string(),
-            origin: "l7-proxy".into(),
-            reason: reason::name(block.reason).into(),
-            note: block.note.clone(),
-            expires: block.ttl.map(|t| clock.unix_s + t.as_secs()),
-            actor: block.actor.clone(),
-        })?;
+        self.journal.append(&journal_record_l7(block))?;
         Ok(())
     }
 
@@ -244,6 +241,7 @@ impl Defense {
     /// Every deny entry in the maps, with the note and actor of the journal record that made it.
     pub fn blocks(&self) -> Result<Vec<BlockView>, DefenseError> {
         let latest = self.latest_blocks()?;
+        let tags = self.feed_tags();
         let mut out: Vec<BlockView> = self
             .maps()?
             .denied()
@@ -253,7 +251,11 @@ impl Defense {
                 BlockView {
                     net: e.net,
                     value: e.value,
-                    note: rec.and_then(|r| r.note.clone()),
+                    // Feed entries are tagged with their source (`feed:<name>`, `geo:<CC>`).
+                    note: match tags.get(&e.net) {
+                        Some(tag) if e.value.origin == origin::FEED => Some(tag.clone()),
+                        _ => rec.and_then(|r| r.note.clone()),
+                    },
                     actor: rec.map(|r| r.actor.clone()),
                 }
             })
@@ -273,7 +275,7 @@ impl Defense {
                 Action::Unblock => {
                     latest.remove(&r.target);
                 }
-                Action::Allow | Action::Disallow => {}
+                Action::Allow | Action::Disallow | Action::Feed => {}
             }
         }
         Ok(latest)
@@ -302,6 +304,8 @@ impl Defense {
                 Action::Disallow => {
                     allowed.remove(&r.target);
                 }
+                // Feed entries are restored from the feed's own state (see `feeds`).
+                Action::Feed => {}
             }
         }
         let mut restore = Vec::new();
@@ -400,10 +404,46 @@ impl Defense {
         Ok(())
     }
 
-    /// Removes expired entries from the maps (the kernel already ignores them).
+    /// Removes expired entries from the maps (the kernel already ignores them); each is a
+    /// `block_expired` security event (not journaled: the block's record had its deadline).
     pub fn sweep(&self) -> Result<usize, DefenseError> {
         let _lock = self.pins.lock()?;
-        Ok(self.maps()?.sweep_expired(BootClock::now().boot_ns)?)
+        let clock = BootClock::now();
+        let mut maps = self.maps()?;
+        let expired: Vec<_> = maps
+            .denied()
+            .into_iter()
+            .filter(|e| !e.value.is_active(clock.boot_ns))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        maps.undeny_many(expired.iter().map(|e| e.net))?;
+        if let Some(events) = self.journal.events() {
+            for e in &expired {
+                events.expired(
+                    e.net,
+                    origin::name(e.value.origin),
+                    reason::name(e.value.reason),
+                );
+            }
+        }
+        Ok(expired.len())
+    }
+}
+
+/// The record of a block enforced in the proxy (origin `l7-proxy`).
+fn journal_record_l7(block: &Block) -> Record {
+    let now = unix_now();
+    Record {
+        ts: now,
+        action: Action::Block,
+        target: block.net.to_string(),
+        origin: "l7-proxy".into(),
+        reason: reason::name(block.reason).into(),
+        note: block.note.clone(),
+        expires: block.ttl.map(|t| now + t.as_secs()),
+        actor: block.actor.clone(),
     }
 }
 

@@ -109,6 +109,10 @@ pub struct DefenseHooks {
     pub blocked: Arc<L7Blocks>,
     /// Client faults are reported here.
     pub violations: Option<ViolationSink>,
+    /// Security events go here.
+    pub events: Option<crate::telemetry::events::EventSink>,
+    /// Request metrics are recorded here.
+    pub metrics: Option<crate::telemetry::metrics::ProxyMetrics>,
 }
 
 impl Proxy {
@@ -129,6 +133,8 @@ impl Proxy {
             access_log: AccessLog::start(config.access_log == AccessLogConfig::Stdout),
             blocked: hooks.blocked,
             violations: hooks.violations,
+            events: hooks.events,
+            metrics: hooks.metrics,
         });
         let (stop, _) = watch::channel(false);
         let connections = Arc::new(());
@@ -184,6 +190,26 @@ impl Proxy {
             connections,
             quota_flusher,
         })
+    }
+
+    /// Reads each upstream endpoint's health (upstream, endpoint, up) from the generation in
+    /// force at call time: for the metrics, called at scrape time.
+    pub fn upstream_health(
+        &self,
+    ) -> impl Fn() -> Vec<(String, String, bool)> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || {
+            let runtime = shared.runtime.load();
+            runtime
+                .upstreams
+                .iter()
+                .flat_map(|(name, u)| {
+                    u.endpoints_health()
+                        .into_iter()
+                        .map(move |(e, up)| (name.to_owned(), e, up))
+                })
+                .collect()
+        }
     }
 
     pub fn listeners(&self) -> &[BoundListener] {

@@ -34,6 +34,7 @@ use super::{
 use crate::{
     config::HttpLimits,
     defense::{L7Blocks, ViolationSink},
+    telemetry::events::{EventSink, RequestInfo},
     tls::TlsInfo,
 };
 
@@ -58,6 +59,10 @@ pub struct Shared {
     pub blocked: Arc<L7Blocks>,
     /// Where client faults are reported as evidence; `None` without a `defense` section.
     pub violations: Option<ViolationSink>,
+    /// Security events; `None` without `telemetry.events`.
+    pub events: Option<EventSink>,
+    /// Prometheus request metrics; `None` when nobody scrapes them (tests).
+    pub metrics: Option<crate::telemetry::metrics::ProxyMetrics>,
 }
 
 /// What is known about a connection before its first request.
@@ -75,6 +80,10 @@ struct Outcome {
     route: Option<String>,
     upstream: Option<String>,
     code: Option<&'static str>,
+    /// The stage that rejected, from the problem's evidence (metrics).
+    stage: Option<&'static str>,
+    /// WAF rule ids of a WAF rejection (metrics).
+    waf_rules: Vec<String>,
     /// What stages noticed without rejecting.
     findings: Vec<Finding>,
 }
@@ -85,6 +94,8 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    // Cheap: standard methods are not allocated.
+    let metrics_method = shared.metrics.as_ref().map(|_| req.method().clone());
     let runtime = shared.runtime.load_full();
     let request_id = request_id(req.headers());
     let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
@@ -100,6 +111,12 @@ pub async fn handle(
                 .map(str::to_owned),
         )
     });
+
+    // What security events need, taken before the request is consumed; nothing when they are off.
+    let event_fields = shared
+        .events
+        .as_ref()
+        .map(|_| (req.method().clone(), req.uri().clone()));
 
     // Blocked at L7 (a client behind a trusted proxy, or no XDP here): first thing, before any
     // work is spent on the request.
@@ -121,12 +138,42 @@ pub async fn handle(
                     let weight = problem.evidence.as_ref().and_then(|e| e.weight);
                     sink.report_weighted(client_ip.into(), behind_proxy, problem.code, weight);
                 }
+                if let Some((events, (method, uri))) =
+                    shared.events.as_ref().zip(event_fields.as_ref())
+                {
+                    let info = RequestInfo {
+                        request_id: &request_id,
+                        client_ip,
+                        behind_proxy,
+                        method,
+                        uri,
+                        listener: &conn.listener,
+                        route: outcome.route.as_deref(),
+                        status: problem.status.as_u16(),
+                    };
+                    events.on_rejected(&info, &problem, shared.violations.as_ref());
+                }
                 (problem.into_response(&request_id), outcome)
             }
         };
         if let Some(sink) = &shared.violations {
             for f in &outcome.findings {
                 sink.report_weighted(client_ip.into(), behind_proxy, f.code, f.evidence.weight);
+            }
+        }
+        if let Some((events, (method, uri))) = shared.events.as_ref().zip(event_fields.as_ref()) {
+            let info = RequestInfo {
+                request_id: &request_id,
+                client_ip,
+                behind_proxy,
+                method,
+                uri,
+                listener: &conn.listener,
+                route: outcome.route.as_deref(),
+                status: resp.status().as_u16(),
+            };
+            for f in &outcome.findings {
+                events.on_finding(&info, f, shared.violations.as_ref());
             }
         }
         (resp, outcome)
@@ -155,7 +202,38 @@ pub async fn handle(
             },
         }));
     }
+    if let (Some(m), Some(method)) = (&shared.metrics, &metrics_method) {
+        record_metrics(m, method, &resp, outcome, started);
+    }
     Ok(resp)
+}
+
+/// One request into the Prometheus metrics: by route/method/status, latency by route,
+/// rejections by reason and stage, WAF rule matches (rejections and detect-only findings).
+fn record_metrics(
+    m: &crate::telemetry::metrics::ProxyMetrics,
+    method: &http::Method,
+    resp: &Response<Body>,
+    outcome: Outcome,
+    started: Instant,
+) {
+    m.waf_matches(
+        outcome.waf_rules.iter().chain(
+            outcome
+                .findings
+                .iter()
+                .filter(|f| f.evidence.stage == "waf")
+                .flat_map(|f| &f.evidence.rule_ids),
+        ),
+    );
+    m.record(crate::telemetry::metrics::RequestRecord {
+        route: outcome.route,
+        method,
+        status: resp.status().as_u16(),
+        seconds: started.elapsed().as_secs_f64(),
+        code: outcome.code,
+        stage: outcome.stage,
+    });
 }
 
 type Failure = (Problem, Outcome);
@@ -170,6 +248,12 @@ async fn pipeline(
     let mut outcome = Outcome::default();
     let fail = |problem: Problem, outcome: &mut Outcome| {
         outcome.code = Some(problem.code);
+        if let Some(e) = &problem.evidence {
+            outcome.stage = Some(e.stage);
+            if e.stage == "waf" {
+                outcome.waf_rules = e.rule_ids.clone();
+            }
+        }
         (problem, std::mem::take(outcome))
     };
     let limits = &runtime.limits;

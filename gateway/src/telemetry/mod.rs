@@ -2,7 +2,31 @@
 //! machines (`--log-format json`). Security events use the `security` target so they can be
 //! routed apart from operational logs.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+pub mod events;
+pub mod metrics;
+
+use std::sync::OnceLock;
+
+use tracing_subscriber::{EnvFilter, Registry, fmt, prelude::*, reload};
+
+/// Changes the running filter (`PUT /v1/log-level` on the admin API) without a restart.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Replaces the log filter (`info`, `debug`, `gateway=debug,hyper=warn`, ...); returns the
+/// filter now in force.
+pub fn set_log_filter(directives: &str) -> Result<String, String> {
+    let filter = EnvFilter::try_new(directives).map_err(|e| format!("`{directives}`: {e}"))?;
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| "logging is not initialised in this process".to_owned())?;
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    Ok(log_filter().unwrap_or_default())
+}
+
+/// The log filter in force.
+pub fn log_filter() -> Option<String> {
+    FILTER.get()?.with_current(|f| f.to_string()).ok()
+}
 
 /// Output format of logs and events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -16,6 +40,7 @@ pub enum LogFormat {
 /// (`info`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
@@ -31,5 +56,7 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber.
-    drop(result);
+    if result.is_ok() {
+        let _ = FILTER.set(handle);
+    }
 }

@@ -212,6 +212,43 @@ impl Maps {
         self.refresh_flags()
     }
 
+    /// Removes many deny entries with one flag update (feed entries that left their feed);
+    /// returns how many were there.
+    pub fn undeny_many(
+        &mut self,
+        nets: impl IntoIterator<Item = IpNet>,
+    ) -> Result<usize, XdpError> {
+        let mut removed = 0;
+        for net in nets {
+            let net = net.trunc();
+            let result = match net {
+                IpNet::V4(n) if n.prefix_len() == 32 => self
+                    .deny_v4
+                    .remove(&n.addr().octets())
+                    .map_err(|e| (map_names::DENY_V4, e)),
+                IpNet::V6(n) if n.prefix_len() == 128 => self
+                    .deny_v6
+                    .remove(&n.addr().octets())
+                    .map_err(|e| (map_names::DENY_V6, e)),
+                IpNet::V4(n) => self
+                    .deny_net_v4
+                    .remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
+                    .map_err(|e| (map_names::DENY_NET_V4, e)),
+                IpNet::V6(n) => self
+                    .deny_net_v6
+                    .remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets()))
+                    .map_err(|e| (map_names::DENY_NET_V6, e)),
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err((_, e)) if not_found(&e) => {}
+                Err((name, source)) => return Err(XdpError::Map { name, source }),
+            }
+        }
+        self.refresh_flags()?;
+        Ok(removed)
+    }
+
     /// Removes a deny entry; `Ok(None)` when there was none.
     pub fn undeny(&mut self, net: IpNet) -> Result<Option<DenyValue>, XdpError> {
         let net = net.trunc();
@@ -634,6 +671,15 @@ fn count_entries(pins: &PinDir, name: &'static str) -> Result<Option<usize>, Xdp
             .count(),
         _ => return Ok(None),
     }))
+}
+
+/// A delete of a key that is not there (the kernel says ENOENT).
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(

@@ -114,6 +114,11 @@ impl Upstreams {
         Ok(set)
     }
 
+    /// Every pool with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Upstream>)> {
+        self.pools.iter().map(|(n, u)| (n.as_str(), u))
+    }
+
     /// The pool called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
         self.pools.get(name).cloned()
