@@ -1,6 +1,8 @@
 //! The gateway: an API security gateway whose fast path runs in the kernel (XDP) and whose L7
 //! half runs here. The binary (`gateway`) is a thin shell over [`cli`].
 
+pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod defense;

@@ -60,6 +60,21 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("body_too_large", 1.0),
     ("method_not_allowed", 1.0),
     ("route_not_found", 1.0),
+    // Authentication: guessing credentials (stuffing, forged tokens and signatures, replays)
+    // counts; a missing or expired credential is what honest clients send too.
+    ("auth_missing", 0.5),
+    ("auth_expired", 0.5),
+    ("auth_clock_skew", 1.0),
+    ("auth_invalid_claims", 2.0),
+    ("auth_token_too_large", 2.0),
+    ("auth_malformed_signature", 2.0),
+    ("auth_duplicate_credentials", 3.0),
+    ("auth_invalid_token", 3.0),
+    ("auth_invalid_key", 3.0),
+    ("auth_invalid_signature", 4.0),
+    ("auth_replay", 5.0),
+    // Authorisation: a valid caller asking for more than it may.
+    ("authz_denied", 2.0),
 ];
 
 impl DefenseSection {

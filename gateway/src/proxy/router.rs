@@ -39,6 +39,10 @@ pub struct Route {
     /// A stage on this route reads the body (validation, WAF): it is read whole (within
     /// `http.max_body_bytes`) before the stages run, instead of streamed.
     pub buffer_body: bool,
+    /// Credentials this route requires (`auth`), compiled against the `auth:` section.
+    pub auth: Option<std::sync::Arc<crate::auth::RouteAuth>>,
+    /// Rights this route requires (`authz`).
+    pub require: Option<std::sync::Arc<crate::authz::RouteRequire>>,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -149,6 +153,8 @@ impl Router {
                 security_headers: c.security_headers.clone(),
                 hide_upstream_identity: c.hide_upstream_identity,
                 buffer_body: false,
+                auth: None,
+                require: None,
                 host,
                 path,
                 methods,
@@ -160,6 +166,11 @@ impl Router {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// For attaching what later stages compiled per route (in file order).
+    pub fn routes_mut(&mut self) -> &mut [Route] {
+        &mut self.routes
     }
 
     /// `host` without port, any case; `path` normalised.

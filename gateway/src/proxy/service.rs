@@ -44,6 +44,8 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub limits: HttpLimits,
     pub trusted: TrustedProxies,
+    /// Identity headers to strip; the per-route requirements live on the routes.
+    pub auth: crate::auth::Auth,
 }
 
 /// Shared by every connection of every listener.
@@ -379,8 +381,12 @@ async fn stages(
     // -- stage: rate limits (per client identity) --
 
     // -- stage: authentication --
+    runtime.auth.authenticate(ctx, parts).await?;
 
     // -- stage: authorisation --
+    if let Some(require) = ctx.route.require.as_deref() {
+        require.authorize(ctx, parts).await?;
+    }
 
     // -- stage: validation --
 
