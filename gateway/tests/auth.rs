@@ -219,6 +219,16 @@ async fn idp_answer(
                 .unwrap_or(json!({"active": false}));
             reply(StatusCode::OK, answer)
         }
+        // An OPA decision endpoint: allows reading order 1 only.
+        "/opa" => {
+            if state.hang.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            let body = req.into_body().collect().await.expect("body").to_bytes();
+            let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let allow = doc["input"]["params"]["id"] == "1" && doc["input"]["method"] == "GET";
+            reply(StatusCode::OK, json!({ "result": allow }))
+        }
         _ => reply(StatusCode::NOT_FOUND, json!({})),
     }
 }
@@ -1442,4 +1452,45 @@ routes:"#,
     );
     // Unauthenticated still means 401, not 403.
     assert_eq!(get(addr, "/accounts/42/statements", "").await.status, 401);
+}
+
+#[tokio::test]
+async fn external_opa_decides_with_a_cache_and_fails_closed() {
+    let idp = Idp::start().await;
+    let backend = Backend::start("app").await;
+    let routes = r#"
+  - name: orders
+    match: { path: "/orders/{id}" }
+    upstream: app
+    auth: { any_of: [jwt.rsa] }
+    require: { policy: opa }"#;
+    let yaml = rsa_yaml(&backend, routes).replace(
+        "routes:",
+        &format!(
+            "  policies:\n    opa: {{ opa: {{ url: \"{}\", timeout: 300ms, cache_ttl: 5m }} }}\nroutes:",
+            idp.url("/opa")
+        ),
+    );
+    let proxy = start(&yaml).await;
+    let addr = proxy.addr("main").expect("listener");
+    let token = rs256(&claims("https://idp.test", json!({})));
+    for _ in 0..3 {
+        assert_eq!(bearer(addr, "/orders/1", &token).await.status, 200);
+    }
+    assert_eq!(idp.hits("/opa"), 1, "identical inputs reuse the decision");
+    let r = bearer(addr, "/orders/2", &token).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "authz_denied"),
+        "{r:?}"
+    );
+    // OPA stops answering: a decision not cached is refused.
+    idp.state.hang.store(true, Ordering::SeqCst);
+    let r = bearer(addr, "/orders/3", &token).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "authz_unavailable"),
+        "{r:?}"
+    );
+    assert_eq!(bearer(addr, "/orders/1", &token).await.status, 200);
 }

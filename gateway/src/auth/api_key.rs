@@ -368,6 +368,10 @@ mod tests {
     fn bad_hash_is_a_config_error() {
         let c: ApiKeysConfig =
             serde_yaml::from_str("keys: [{ id: a, sha256: 'abc' }]").expect("yaml");
-        assert!(ApiKeys::build("m", &c).unwrap_err().contains("64 hex"));
+        assert!(
+            ApiKeys::build("m", &c)
+                .expect_err("refused")
+                .contains("64 hex")
+        );
     }
 }

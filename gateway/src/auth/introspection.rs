@@ -27,6 +27,9 @@ use crate::proxy::stage::Principal;
 /// Longer bearer tokens are refused before anything is sent.
 const MAX_TOKEN: usize = 8 * 1024;
 
+/// An answer and until when it may be reused.
+type Cached = (Instant, Option<Principal>);
+
 #[derive(Debug)]
 pub(crate) struct Introspector {
     name: String,
@@ -38,7 +41,7 @@ pub(crate) struct Introspector {
     max_entries: usize,
     roles_claim: String,
     /// SHA-256 of the token (the token itself is not kept) -> answer and its expiry.
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Principal>)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
 /// RFC 6749 section 2.3.1: client id and secret are form-encoded before Basic.

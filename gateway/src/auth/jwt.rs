@@ -277,7 +277,7 @@ impl Issuer {
                 "auth_token_too_large",
                 "token larger than the limit",
             )),
-            Some(t) if t.is_empty() => Ok(None),
+            Some("") => Ok(None),
             other => Ok(other),
         }
     }
@@ -692,13 +692,21 @@ mod tests {
         .expect("yaml");
         assert!(
             Issuer::build("x", &c)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("shared secrets")
         );
         c.algorithms = vec!["RS256".into(), "HS256".into()];
-        assert!(Issuer::build("x", &c).unwrap_err().contains("mixed"));
+        assert!(
+            Issuer::build("x", &c)
+                .expect_err("refused")
+                .contains("mixed")
+        );
         c.algorithms = vec!["none".into()];
-        assert!(Issuer::build("x", &c).unwrap_err().contains("never"));
+        assert!(
+            Issuer::build("x", &c)
+                .expect_err("refused")
+                .contains("never")
+        );
     }
 
     /// RFC 7515 appendix A.1: the HS256 example verifies with its key. Its `exp` (2011) is long

@@ -105,14 +105,17 @@ impl Failure {
 /// A source's success: who, and headers to send upstream.
 type Success = (Principal, Vec<(HeaderName, HeaderValue)>);
 
+/// One route's authentication requirement and authorisation rules.
+pub type RouteRules = (
+    Option<Arc<RouteAuth>>,
+    Option<Arc<crate::authz::RouteRequire>>,
+);
+
 /// Everything built from the `auth:` section for one generation: the per-request part and,
 /// per route (in file order), its authentication requirement and authorisation rules.
 pub struct Built {
     pub auth: Auth,
-    pub routes: Vec<(
-        Option<Arc<RouteAuth>>,
-        Option<Arc<crate::authz::RouteRequire>>,
-    )>,
+    pub routes: Vec<RouteRules>,
 }
 
 /// Builds every source the routes use and compiles each route's requirement. Reads key files

@@ -516,8 +516,7 @@ mod tests {
     fn header_parsing() {
         let h = parse_header("GW-HMAC-SHA512 Credential=c1, SignedHeaders=host;x-a, Signature=ab")
             .expect("ours")
-            .ok()
-            .expect("valid");
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(h.algorithm, Algorithm::Sha512);
         assert_eq!(h.credential, "c1");
         assert_eq!(h.signed, ["host", "x-a"]);

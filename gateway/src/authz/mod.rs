@@ -118,7 +118,7 @@ pub(crate) struct Policy {
 
 enum Engine {
     Rego(regorus::CompiledPolicy),
-    Opa(opa::Opa),
+    Opa(Box<opa::Opa>),
 }
 
 impl std::fmt::Debug for Policy {
@@ -171,9 +171,9 @@ pub(crate) fn build_policies(
                 compile(&format!("{name}.rego"), text.clone(), &c.query)
                     .map_err(|e| format!("{what}: {e}"))?,
             ),
-            (None, None, Some(o)) => {
-                Engine::Opa(opa::Opa::build(o).map_err(|e| format!("{what}.opa: {e}"))?)
-            }
+            (None, None, Some(o)) => Engine::Opa(Box::new(
+                opa::Opa::build(o).map_err(|e| format!("{what}.opa: {e}"))?,
+            )),
             _ => return Err(format!("{what}: set exactly one of file, rego, opa")),
         };
         out.insert(
