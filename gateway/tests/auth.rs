@@ -509,7 +509,7 @@ async fn unknown_kid_refetch_is_rate_limited_and_a_down_idp_keeps_last_good_keys
     }
     assert_eq!(idp.hits("/jwks"), 1, "unknown kids must not hammer the IdP");
 
-    // The IdP goes down; the cached keys keep working.
+    // The IdP goes down; the cached keys keep working, also across a configuration reload.
     idp.set_down(true);
     for _ in 0..3 {
         assert_eq!(
@@ -519,6 +519,15 @@ async fn unknown_kid_refetch_is_rate_limited_and_a_down_idp_keeps_last_good_keys
             200
         );
     }
+    proxy
+        .reload(&config(&jwks_yaml(
+            &idp,
+            &backend,
+            "min_refetch_interval: 1h",
+        )))
+        .expect("reload");
+    let r = bearer(addr, "/private/x", &a.sign(&claims(&iss, json!({})))).await;
+    assert_eq!(r.status, 200, "last good keys survive a reload: {r:?}");
 }
 
 #[tokio::test]
@@ -584,7 +593,8 @@ routes:
 "#,
         backend = backend.url(),
         iss = idp.issuer(),
-        jwks = idp.url("/jwks"),
+        // A URL no other test uses: the process-wide last-good cache must not seed it.
+        jwks = idp.url("/jwks?test=no-keys"),
         hash = sha_hex("key-one-0123456789abcdef0123456789"),
     );
     let proxy = start(&yaml).await;
@@ -643,7 +653,13 @@ routes:
     let idp2 = Idp::start().await;
     idp2.publish(&[&a]);
     *idp2.state.discovery_issuer.lock().expect("lock") = "https://evil.example".into();
-    let yaml2 = yaml.replace(&idp.addr.to_string(), &idp2.addr.to_string());
+    let yaml2 = yaml
+        .replace(&idp.addr.to_string(), &idp2.addr.to_string())
+        // A URL no other test uses: the process-wide last-good cache must not seed it.
+        .replace(
+            "openid-configuration\"",
+            "openid-configuration?test=mismatch\"",
+        );
     let proxy2 = start(&yaml2).await;
     let r = bearer(
         proxy2.addr("main").expect("listener"),

@@ -33,10 +33,29 @@ use crate::proxy::stage::Principal;
 /// Longer `kid`s are refused before any lookup.
 const MAX_KID: usize = 256;
 
+/// The last good key set per JWKS/discovery URL, for the whole process: a configuration reload
+/// builds new issuers, and they must not start empty (an IdP that is down during a reload would
+/// otherwise turn every token away). Only configured URLs ever land here, so it stays small.
+static LAST_GOOD: std::sync::Mutex<Option<std::collections::HashMap<String, Arc<Fetched>>>> =
+    std::sync::Mutex::new(None);
+
+fn last_good(url: &str) -> Option<Arc<Fetched>> {
+    LAST_GOOD.lock().ok()?.as_ref()?.get(url).cloned()
+}
+
+fn remember(url: &str, fetched: &Arc<Fetched>) {
+    if let Ok(mut map) = LAST_GOOD.lock() {
+        map.get_or_insert_with(Default::default)
+            .insert(url.to_owned(), Arc::clone(fetched));
+    }
+}
+
 /// One configured issuer, ready to verify.
 #[derive(Debug)]
 pub(crate) struct Issuer {
     pub(crate) name: String,
+    /// No `audiences` configured: then a token naming any audience was meant for someone else.
+    refuse_any_aud: bool,
     /// One validation per allowed algorithm: each pins the algorithm to exactly one.
     validations: Vec<(Algorithm, Validation)>,
     required_claims: Vec<String>,
@@ -172,7 +191,8 @@ impl Issuer {
                     url: url.clone(),
                     discovery: c.discovery_url.is_some(),
                     fetcher,
-                    state: ArcSwapOption::empty(),
+                    // Seeded with what an earlier generation fetched; refreshed as usual.
+                    state: ArcSwapOption::new(last_good(url)),
                     fetching: tokio::sync::Mutex::new(FetchState::default()),
                     refreshing: AtomicBool::new(false),
                     refresh_interval: c.refresh_interval,
@@ -236,6 +256,7 @@ impl Issuer {
         };
         Ok(Self {
             name: name.to_owned(),
+            refuse_any_aud: c.audiences.is_empty(),
             validations,
             required_claims: c.required_claims.clone(),
             leeway,
@@ -372,6 +393,12 @@ impl Issuer {
             return Err(Failure::rejected(
                 "auth_invalid_claims",
                 "token issued in the future (iat)",
+            ));
+        }
+        if self.refuse_any_aud && claims.get("aud").is_some() {
+            return Err(Failure::rejected(
+                "auth_invalid_claims",
+                "token names an audience; this issuer accepts none",
             ));
         }
         if let Some(missing) = self
@@ -571,10 +598,12 @@ impl RemoteKeys {
         match self.fetch(&mut st).await {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.keys.len(), "JWKS fetched");
-                self.state.store(Some(Arc::new(Fetched {
+                let fetched = Arc::new(Fetched {
                     keys,
                     at: Instant::now(),
-                })));
+                });
+                remember(&self.url, &fetched);
+                self.state.store(Some(fetched));
             }
             Err(e) => {
                 let kept = self.state.load().is_some();

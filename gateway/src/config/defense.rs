@@ -135,3 +135,29 @@ fn de_durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>,
         .map(|s| super::parse_duration(s).map_err(serde::de::Error::custom))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DefenseSection;
+
+    /// Guessing credentials adds up to a block quickly; what honest clients also send (no token
+    /// yet, an expired one) takes many repeats.
+    #[test]
+    fn credential_guessing_outweighs_missing_credentials() {
+        let d = DefenseSection::default();
+        let stuffing = d.weight("auth_invalid_key");
+        assert!(stuffing > 0.0);
+        assert!(d.weight("auth_missing") < stuffing);
+        assert!(d.weight("auth_expired") < stuffing);
+        assert!(d.weight("auth_replay") >= d.weight("auth_invalid_signature"));
+        assert!(
+            (d.threshold / stuffing) <= 10.0,
+            "ten guessed keys block a source"
+        );
+        assert_eq!(
+            d.weight("auth_unavailable"),
+            0.0,
+            "an IdP outage is not the client's fault"
+        );
+    }
+}
