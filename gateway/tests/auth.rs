@@ -1510,3 +1510,85 @@ async fn external_opa_decides_with_a_cache_and_fails_closed() {
     );
     assert_eq!(bearer(addr, "/orders/1", &token).await.status, 200);
 }
+
+#[tokio::test]
+async fn cookie_tokens_and_all_of_requirements() {
+    let backend = Backend::start("app").await;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ app: {{ endpoints: ["{backend}"] }} }}
+auth:
+  jwt:
+    web:
+      issuer: "https://idp.test"
+      keys: [{{ pem_file: "{pem}" }}]
+      algorithms: [RS256]
+      audiences: ["api://orders"]
+      cookie: session
+    noaud: {{ issuer: "https://idp.test", keys: [{{ pem_file: "{pem}" }}], algorithms: [RS256] }}
+  api_keys:
+    tenant: {{ header: X-Tenant-Key, keys: [{{ id: tenant-9, sha256: "{tenant}", roles: [tenant] }}] }}
+routes:
+  - {{ name: both, match: {{ prefix: /both }}, upstream: app, auth: {{ all_of: [jwt.web, api_key.tenant] }}, require: {{ roles: [tenant], scopes: ["orders:read"] }} }}
+  - {{ name: noaud, match: {{ prefix: /noaud }}, upstream: app, auth: {{ any_of: [jwt.noaud] }} }}
+  - {{ name: web, match: {{ prefix: / }}, upstream: app, auth: {{ any_of: [jwt.web] }} }}
+"#,
+        backend = backend.url(),
+        pem = fixture("jwt-rsa.pub").display(),
+        tenant = sha_hex("tenant-key-99999999999999999999999"),
+    );
+    let proxy = start(&yaml).await;
+    let addr = proxy.addr("main").expect("listener");
+    let token = rs256(&claims("https://idp.test", json!({"scope": "orders:read"})));
+
+    let r = get(
+        addr,
+        "/x",
+        &format!("Cookie: theme=dark; session={token}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // This issuer reads the cookie only: a bearer header is not where its tokens live.
+    let r = bearer(addr, "/x", &token).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "auth_missing"),
+        "{r:?}"
+    );
+
+    // all_of: both credentials, and the merged principal carries the key's role and the
+    // token's scope.
+    let tenant = "X-Tenant-Key: tenant-key-99999999999999999999999\r\n";
+    let r = get(
+        addr,
+        "/both",
+        &format!("Cookie: session={token}\r\n{tenant}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(addr, "/both", &format!("Cookie: session={token}\r\n")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "auth_missing"),
+        "{r:?}"
+    );
+    let r = get(addr, "/both", tenant).await;
+    assert_eq!(r.status, 401, "{r:?}");
+
+    // An issuer configured without audiences: a token minted for some audience is refused.
+    let r = bearer(addr, "/noaud", &token).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "auth_invalid_claims"),
+        "{r:?}"
+    );
+    let r = bearer(
+        addr,
+        "/noaud",
+        &rs256(&claims("https://idp.test", json!({"aud": null}))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}

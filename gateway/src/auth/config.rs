@@ -137,7 +137,7 @@ pub enum NoKeys {
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticKeyConfig {
-    /// `kid` this key answers to; absent matches tokens without `kid`.
+    /// `kid` this key answers to; absent: tried for every token.
     #[serde(default)]
     pub kid: Option<String>,
     /// PEM public key (RSA, EC P-256/P-384 or Ed25519).

@@ -466,7 +466,9 @@ fn verify_with(
     for key in set.keys.iter().filter(|k| {
         k.family == alg.family()
             && k.alg.is_none_or(|a| a == alg)
-            && (kid.is_none() || k.kid.as_deref() == kid)
+            // A key without `kid` is tried for any token; a token without `kid` tries every key
+            // of the right family.
+            && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
     }) {
         match jsonwebtoken::decode::<Value>(token, &key.key, validation) {
             Ok(data) => return Ok(data.claims),
