@@ -55,7 +55,8 @@ pub struct RouteAuthConfig {
 pub struct JwtIssuerConfig {
     /// Expected `iss`, compared exactly.
     pub issuer: String,
-    /// A JWKS document (`{"keys": [...]}`), cached and refreshed.
+    /// A JWKS document (`{"keys": [...]}`), cached and refreshed. Use `https://` in
+    /// production: whoever can alter this answer can mint tokens.
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// OIDC discovery (`.../.well-known/openid-configuration`): its `jwks_uri` is used and its

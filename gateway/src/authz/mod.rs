@@ -57,7 +57,7 @@ pub struct MethodRequire {
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// A `.rego` file.
+    /// A `.rego` file (Rego v1 syntax: `allow if { ... }`).
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// Rego source inline.
