@@ -969,7 +969,9 @@ auth:
   api_keys:
     main:
       file: "{file}"
-      keys: [{{ id: retired, sha256: "{old}", expires: "2020-01-01T00:00:00Z" }}]
+      keys:
+        - {{ id: retired, sha256: "{old}", expires: "2020-01-01T00:00:00Z" }}
+        - {{ id: metered, sha256: "{metered}", rate_limit: {{ requests: 1, per: 1h }} }}
     query: {{ query: key, keys: [{{ id: q, sha256: "{q}" }}] }}
 routes:
   - {{ name: q, match: {{ prefix: /q }}, upstream: app, auth: {{ any_of: [api_key.query] }} }}
@@ -979,6 +981,7 @@ routes:
         file = file.display(),
         old = sha_hex("retired-key-000000000000000000000"),
         q = sha_hex("query-key-1111111111111111111111"),
+        metered = sha_hex("metered-key-22222222222222222222"),
     );
     let proxy = start(&yaml).await;
     let addr = proxy.addr("main").expect("listener");
@@ -1029,6 +1032,17 @@ routes:
         (401, "auth_missing"),
         "{r:?}"
     );
+
+    // A key with its own rate limit: one request an hour.
+    let metered = "X-Api-Key: metered-key-22222222222222222222\r\n";
+    assert_eq!(get(addr, "/x", metered).await.status, 200);
+    let r = get(addr, "/x", metered).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (429, "auth_key_rate_limited"),
+        "{r:?}"
+    );
+    assert!(r.header("retry-after").is_some(), "{r:?}");
 
     let r = get(addr, "/q?a=1&key=query-key-1111111111111111111111", "").await;
     assert_eq!(r.status, 200, "{r:?}");

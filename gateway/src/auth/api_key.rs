@@ -33,6 +33,8 @@ pub(crate) struct ApiKeys {
     /// Inline keys plus the file's, swapped whole when the file changes.
     keys: ArcSwap<Vec<Key>>,
     file_state: Mutex<FileState>,
+    /// Per key id with a rate limit: tokens left and when they were counted.
+    buckets: Mutex<std::collections::HashMap<String, (f64, Instant)>>,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,8 @@ struct Key {
     roles: Vec<String>,
     scopes: Vec<String>,
     expires: Option<SystemTime>,
+    /// Burst and refill per second.
+    limit: Option<(f64, f64)>,
 }
 
 // By hand: the digest has no business in logs either.
@@ -87,7 +91,21 @@ fn compile(entries: &[ApiKeyEntry], what: &str) -> Result<Vec<Key>, String> {
                         .map_err(|err| format!("{what}: key `{}`: expires `{t}`: {err}", e.id))
                 })
                 .transpose()?;
+            let limit = match &e.rate_limit {
+                None => None,
+                Some(r) if r.requests == 0 || r.per.is_zero() => {
+                    return Err(format!(
+                        "{what}: key `{}`: rate_limit needs requests and per above 0",
+                        e.id
+                    ));
+                }
+                Some(r) => Some((
+                    f64::from(r.requests),
+                    f64::from(r.requests) / r.per.as_secs_f64(),
+                )),
+            };
             Ok(Key {
+                limit,
                 id: e.id.clone(),
                 digest,
                 owner: e.owner.clone(),
@@ -143,6 +161,7 @@ impl ApiKeys {
                 checked: Instant::now(),
                 modified,
             }),
+            buckets: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -233,6 +252,22 @@ impl ApiKeys {
         if key.expires.is_some_and(|t| t <= SystemTime::now()) {
             tracing::info!(set = %self.name, key_id = %key.id, "expired API key presented");
             return Err(Failure::rejected("auth_expired", "API key expired"));
+        }
+        if let Some((burst, per_sec)) = key.limit {
+            let mut buckets = self
+                .buckets
+                .lock()
+                .map_err(|_| Failure::Unavailable("rate limit state unavailable".into()))?;
+            let now = Instant::now();
+            let (tokens, at) = buckets.entry(key.id.clone()).or_insert((burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(burst);
+            *at = now;
+            if *tokens < 1.0 {
+                let wait = ((1.0 - *tokens) / per_sec).ceil() as u64;
+                tracing::info!(set = %self.name, key_id = %key.id, "API key over its rate limit");
+                return Err(Failure::RateLimited(wait));
+            }
+            *tokens -= 1.0;
         }
         // The upstream never sees the key.
         match &self.location {
@@ -362,6 +397,26 @@ mod tests {
             .authenticate(&mut parts("/x?api_key=1&api_key=2", None))
             .expect_err("twice");
         assert!(matches!(e, Failure::Duplicate(_)));
+    }
+
+    #[test]
+    fn per_key_rate_limit() {
+        let k = keys(&format!(
+            "keys: [{{ id: a, sha256: {}, rate_limit: {{ requests: 2, per: 1h }} }}, {{ id: b, sha256: {} }}]",
+            sha("key-a"),
+            sha("key-b")
+        ));
+        for _ in 0..2 {
+            assert!(k.authenticate(&mut parts("/x", Some("key-a"))).is_ok());
+        }
+        let e = k
+            .authenticate(&mut parts("/x", Some("key-a")))
+            .expect_err("third in the hour");
+        assert!(matches!(e, Failure::RateLimited(s) if s > 0), "{e:?}");
+        // Other keys have their own (here: no) limit.
+        for _ in 0..5 {
+            assert!(k.authenticate(&mut parts("/x", Some("key-b"))).is_ok());
+        }
     }
 
     #[test]

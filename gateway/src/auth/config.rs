@@ -195,6 +195,19 @@ pub struct ApiKeyEntry {
     /// RFC 3339 time after which the key is refused (`2027-01-01T00:00:00Z`).
     #[serde(default)]
     pub expires: Option<String>,
+    /// At most this many requests with this key (429 `auth_key_rate_limited` beyond).
+    #[serde(default)]
+    pub rate_limit: Option<KeyRateLimit>,
+}
+
+/// A token bucket per key: `requests` at once, refilled evenly over `per`.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRateLimit {
+    pub requests: u32,
+    #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
+    pub per: Duration,
 }
 
 /// HMAC request signing (docs/hmac-signing.md).

@@ -28,7 +28,8 @@ use crate::{
 };
 pub use config::{
     ApiKeyEntry, ApiKeysConfig, AuthSection, HmacClientConfig, HmacConfig, IntrospectionConfig,
-    JwtIssuerConfig, MtlsConfig, MtlsIdentity, NoKeys, RouteAuthConfig, StaticKeyConfig,
+    JwtIssuerConfig, KeyRateLimit, MtlsConfig, MtlsIdentity, NoKeys, RouteAuthConfig,
+    StaticKeyConfig,
 };
 
 /// What authentication needs on every request, whatever the route.
@@ -67,6 +68,8 @@ pub(crate) enum Failure {
     Duplicate(String),
     /// 503: the identity provider cannot answer; refused (fail closed).
     Unavailable(Cow<'static, str>),
+    /// 429: a valid API key over its own rate limit; retry after this many seconds.
+    RateLimited(u64),
 }
 
 impl Failure {
@@ -90,6 +93,7 @@ impl Failure {
             Self::Rejected { code, .. } => code,
             Self::Duplicate(_) => "auth_duplicate_credentials",
             Self::Unavailable(_) => "auth_unavailable",
+            Self::RateLimited(_) => "auth_key_rate_limited",
         }
     }
 
@@ -98,6 +102,7 @@ impl Failure {
             Self::Rejected { reason, .. } => reason.to_string(),
             Self::Duplicate(h) => format!("header `{h}` sent more than once"),
             Self::Unavailable(r) => r.to_string(),
+            Self::RateLimited(_) => "API key over its rate limit".to_owned(),
         }
     }
 }
@@ -313,7 +318,10 @@ impl Auth {
                 Err(f) => {
                     // Ambiguous or unverifiable: refuse at once rather than let another source
                     // decide.
-                    let decisive = matches!(f, Failure::Duplicate(_) | Failure::Unavailable(_));
+                    let decisive = matches!(
+                        f,
+                        Failure::Duplicate(_) | Failure::Unavailable(_) | Failure::RateLimited(_)
+                    );
                     if failure.is_none() || decisive {
                         failure = Some((name, f));
                     }
@@ -387,6 +395,7 @@ impl Auth {
         let (status, bearer_error) = match &failure {
             Failure::Duplicate(_) => (StatusCode::BAD_REQUEST, Some("invalid_request")),
             Failure::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            Failure::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             Failure::Rejected { code, .. } if *code == "auth_missing" => {
                 (StatusCode::UNAUTHORIZED, None)
             }
@@ -411,6 +420,9 @@ impl Auth {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             p = p.header(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Failure::RateLimited(secs) = failure {
+            p = p.header(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         p
     }

@@ -64,6 +64,7 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     // counts; a missing or expired credential is what honest clients send too.
     ("auth_missing", 0.5),
     ("auth_expired", 0.5),
+    ("auth_key_rate_limited", 0.5),
     ("auth_clock_skew", 1.0),
     ("auth_invalid_claims", 2.0),
     ("auth_token_too_large", 2.0),
