@@ -2,6 +2,8 @@
 //! half runs here. The binary (`gateway`) is a thin shell over [`cli`].
 
 pub mod admin;
+pub mod auth;
+pub mod authz;
 pub mod bot;
 pub mod cli;
 pub mod config;

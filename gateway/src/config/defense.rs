@@ -162,6 +162,22 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("bot_burst", 0.5),
     // The signal that blocked already carries its weight.
     ("bot_blocked", 0.0),
+    // Authentication: guessing credentials (stuffing, forged tokens and signatures, replays)
+    // counts; a missing or expired credential is what honest clients send too.
+    ("auth_missing", 0.5),
+    ("auth_expired", 0.5),
+    ("auth_key_rate_limited", 0.5),
+    ("auth_clock_skew", 1.0),
+    ("auth_invalid_claims", 2.0),
+    ("auth_token_too_large", 2.0),
+    ("auth_malformed_signature", 2.0),
+    ("auth_duplicate_credentials", 3.0),
+    ("auth_invalid_token", 3.0),
+    ("auth_invalid_key", 3.0),
+    ("auth_invalid_signature", 4.0),
+    ("auth_replay", 5.0),
+    // Authorisation: a valid caller asking for more than it may.
+    ("authz_denied", 2.0),
 ];
 
 impl DefenseSection {
@@ -292,4 +308,30 @@ fn de_durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>,
         .iter()
         .map(|s| super::parse_duration(s).map_err(serde::de::Error::custom))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DefenseSection;
+
+    /// Guessing credentials adds up to a block quickly; what honest clients also send (no token
+    /// yet, an expired one) takes many repeats.
+    #[test]
+    fn credential_guessing_outweighs_missing_credentials() {
+        let d = DefenseSection::default();
+        let stuffing = d.weight("auth_invalid_key");
+        assert!(stuffing > 0.0);
+        assert!(d.weight("auth_missing") < stuffing);
+        assert!(d.weight("auth_expired") < stuffing);
+        assert!(d.weight("auth_replay") >= d.weight("auth_invalid_signature"));
+        assert!(
+            (d.threshold / stuffing) <= 10.0,
+            "ten guessed keys block a source"
+        );
+        assert_eq!(
+            d.weight("auth_unavailable"),
+            0.0,
+            "an IdP outage is not the client's fault"
+        );
+    }
 }

@@ -122,6 +122,14 @@ pub struct RouteConfig {
     /// written by `gateway openapi import`: data for the authentication stage.
     #[serde(default)]
     pub security: crate::validate::openapi::Security,
+    /// Who may call: credential sources of the `auth:` section (`any_of: [jwt.idp,
+    /// api_key.main]` or `all_of`). Absent: no authentication.
+    #[serde(default)]
+    pub auth: Option<crate::auth::RouteAuthConfig>,
+    /// What the caller needs: `roles` (any one), `scopes` (all), a `policy`, per-method extras.
+    /// Needs `auth`.
+    #[serde(default)]
+    pub require: Option<crate::authz::RequireConfig>,
 }
 
 fn yes() -> bool {
@@ -213,7 +221,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
-fn de_size<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+pub(crate) fn de_size<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
+    d: D,
+) -> Result<T, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -19,6 +19,7 @@ use serde::Deserialize;
 pub use addr::{Net, parse_net};
 pub use admin::{AdminSection, AdminTcp, AdminToken, default_socket};
 pub use defense::{AggregateConfig, DefenseSection, FeedConfig, FeedFormat, GeoConfig};
+pub(crate) use l7::de_size;
 pub use l7::{
     AccessLog, HttpLimits, ListenerConfig, RouteConfig, RouteMatch, SecurityHeaders, parse_size,
 };
@@ -77,6 +78,10 @@ pub struct Config {
     /// nginx's `worker_processes auto`, and respecting `taskset`/cgroup CPU sets).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Credential sources routes authenticate with (`routes[].auth`) and the policies they
+    /// authorise with (`routes[].require`).
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthSection>,
     /// Turning evidence into timed blocks; absent means no automatic blocking.
     #[serde(default)]
     pub defense: Option<DefenseSection>,
@@ -199,6 +204,37 @@ impl Config {
                 fix(ca);
             }
         }
+        if let Some(auth) = &mut self.auth {
+            for issuer in auth.jwt.values_mut() {
+                issuer.ca.as_mut().map(fix);
+                for k in &mut issuer.keys {
+                    for p in [&mut k.pem_file, &mut k.jwks_file, &mut k.secret_file]
+                        .into_iter()
+                        .flatten()
+                    {
+                        fix(p);
+                    }
+                }
+            }
+            for set in auth.api_keys.values_mut() {
+                set.file.as_mut().map(fix);
+            }
+            for set in auth.hmac.values_mut() {
+                for c in &mut set.clients {
+                    c.secret_file.as_mut().map(fix);
+                }
+            }
+            for i in auth.introspection.values_mut() {
+                i.client_secret_file.as_mut().map(fix);
+                i.ca.as_mut().map(fix);
+            }
+            for p in auth.policies.values_mut() {
+                p.file.as_mut().map(fix);
+                if let Some(opa) = &mut p.opa {
+                    opa.ca.as_mut().map(fix);
+                }
+            }
+        }
         for l in &mut self.listeners {
             if let Some(tls) = &mut l.tls {
                 for pair in &mut tls.certificates {
@@ -296,6 +332,9 @@ impl Config {
                 .validate()
                 .map_err(|e| ("upstreams", format!("upstream `{name}`: {e}")))?;
         }
+        // Builds every credential source and policy (reading key files, compiling Rego, fetching
+        // nothing), so `gateway check` catches what a reload would.
+        crate::auth::build(self.auth.as_ref(), &self.routes).map_err(|e| ("auth", e))?;
         match crate::proxy::router::Router::build(&self.routes) {
             Err((i, reason)) => return Err(("routes", format!("route {i}: {reason}"))),
             Ok(router) => {

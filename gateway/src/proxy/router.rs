@@ -47,6 +47,10 @@ pub struct Route {
     pub response_filter: Option<std::sync::Arc<crate::filter::ResponseFilter>>,
     /// Validation, CORS and CSRF of this route.
     pub checks: crate::validate::RouteChecks,
+    /// Credentials this route requires (`auth`), compiled against the `auth:` section.
+    pub auth: Option<std::sync::Arc<crate::auth::RouteAuth>>,
+    /// Rights this route requires (`authz`).
+    pub require: Option<std::sync::Arc<crate::authz::RouteRequire>>,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -176,6 +180,8 @@ impl Router {
                 bot_signals: c.bot_signals,
                 response_filter,
                 checks,
+                auth: None,
+                require: None,
                 host,
                 path,
                 methods,
@@ -187,6 +193,11 @@ impl Router {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// For attaching what later stages compiled per route (in file order).
+    pub fn routes_mut(&mut self) -> &mut [Route] {
+        &mut self.routes
     }
 
     /// `host` without port, any case; `path` normalised.

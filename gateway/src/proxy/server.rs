@@ -45,6 +45,8 @@ pub enum ProxyError {
     Route { index: usize, reason: String },
     #[error("upstreams: {0}")]
     Upstreams(String),
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A bound listener, as tests and logs see it.
@@ -74,8 +76,16 @@ pub struct Proxy {
 /// Builds what one configuration generation needs; fails without side effects.
 /// `limiter` carries rate-limit state across generations.
 fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError> {
-    let router = Router::build(&config.routes)
+    let mut router = Router::build(&config.routes)
         .map_err(|(index, reason)| ProxyError::Route { index, reason })?;
+    let auth =
+        crate::auth::build(config.auth.as_ref(), &config.routes).map_err(ProxyError::Auth)?;
+    for (route, (authn, require)) in router.routes_mut().iter_mut().zip(auth.routes) {
+        // HMAC signatures cover the body.
+        route.buffer_body |= authn.as_ref().is_some_and(|a| a.needs_body());
+        route.auth = authn;
+        route.require = require;
+    }
     for (index, route) in router.routes().iter().enumerate() {
         if !config.upstreams.contains_key(&route.upstream) {
             return Err(ProxyError::Route {
@@ -99,6 +109,7 @@ fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError
         trusted: TrustedProxies::new(config.trusted_proxies.iter().map(|n| n.0).collect()),
         ratelimit,
         bot,
+        auth: auth.auth,
     })
 }
 

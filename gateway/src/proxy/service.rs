@@ -49,6 +49,8 @@ pub struct Runtime {
     pub ratelimit: crate::ratelimit::RateLimits,
     /// Bot signals; `None` without a `bot` section.
     pub bot: Option<crate::bot::Detector>,
+    /// Identity headers to strip; the per-route requirements live on the routes.
+    pub auth: crate::auth::Auth,
 }
 
 /// Shared by every connection of every listener.
@@ -516,8 +518,12 @@ async fn stages(
     let admission = runtime.ratelimit.check_client(ctx, &parts.headers)?;
 
     // -- stage: authentication --
+    runtime.auth.authenticate(ctx, parts).await?;
 
     // -- stage: authorisation --
+    if let Some(require) = ctx.route.require.as_deref() {
+        require.authorize(ctx, parts).await?;
+    }
 
     // -- stage: validation --
     // After authorisation: an unauthorised caller learns nothing about the schema.
