@@ -377,6 +377,7 @@ async fn with_defense(text: &str) -> (Proxy, Arc<L7Blocks>) {
             kernel: None,
             l7: Arc::clone(&blocked),
             never: Vec::new(),
+            events: None,
         },
     );
     let proxy = Proxy::start_with(
@@ -384,6 +385,7 @@ async fn with_defense(text: &str) -> (Proxy, Arc<L7Blocks>) {
         DefenseHooks {
             blocked: Arc::clone(&blocked),
             violations: Some(sink),
+            ..DefenseHooks::default()
         },
     )
     .await
