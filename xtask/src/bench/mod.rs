@@ -1,6 +1,7 @@
 //! `cargo xtask bench <target>`: benchmarks, never timed tests. Each compares its peers in one
 //! invocation, as medians of several runs, and writes JSON and markdown under `target/bench/`.
 
+mod harness;
 mod l7;
 
 use std::process::Command;
