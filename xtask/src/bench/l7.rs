@@ -33,8 +33,8 @@ use anyhow::{Context as _, bail};
 
 use super::harness::{
     LOAD_CPU, Meter, Proc, SERVER_CPU, WorkDir, env_var as var, free_ports, json_num, json_str,
-    json_versions, md_versions, median, parse_kv, parse_wrk, signed_us, start_backend, us,
-    version, wait_log_line, wait_quiet, wait_serving, wrk_command, wrk_done_lua,
+    json_versions, md_versions, median, parse_kv, parse_wrk, signed_us, start_backend, us, version,
+    wait_log_line, wait_quiet, wait_serving, wrk_command, wrk_done_lua,
 };
 use crate::{build, exec};
 
@@ -379,13 +379,14 @@ routes:
         },
     ];
 
-    let mut versions = Vec::new();
-    versions.push(("nginx".into(), version("/usr/sbin/nginx", "-v")));
-    versions.push(("haproxy".into(), version("/usr/sbin/haproxy", "-v")));
-    versions.push(("wrk".into(), version("/usr/bin/wrk", "-v")));
-    versions.push(("gateway".into(), super::harness::git_describe()));
-    versions.push(("kernel".into(), version("uname", "-r")));
-    versions.push(("cpu".into(), super::harness::cpu_model()));
+    let versions = vec![
+        ("nginx".into(), version("/usr/sbin/nginx", "-v")),
+        ("haproxy".into(), version("/usr/sbin/haproxy", "-v")),
+        ("wrk".into(), version("/usr/bin/wrk", "-v")),
+        ("gateway".into(), super::harness::git_describe()),
+        ("kernel".into(), version("uname", "-r")),
+        ("cpu".into(), super::harness::cpu_model()),
+    ];
 
     Ok(Fleet {
         _procs: procs,
@@ -885,11 +886,7 @@ fn render(
         "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"backend_threads\":1,\"proxy_workers\":{},\"peak_tool\":\"wrk -t1\",\"rate_tool\":\"bench_load\"}},",
         settings.secs, settings.runs, settings.connections, settings.workers
     );
-    let _ = writeln!(
-        json,
-        "  \"versions\": {},",
-        json_versions(&fleet.versions)
-    );
+    let _ = writeln!(json, "  \"versions\": {},", json_versions(&fleet.versions));
     let _ = writeln!(
         json,
         "  \"peak\": [\n    {}\n  ],",

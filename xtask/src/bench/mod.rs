@@ -3,6 +3,7 @@
 
 mod harness;
 mod l7;
+mod waf;
 
 use std::process::Command;
 
@@ -26,6 +27,9 @@ pub enum Target {
     Xdp,
     /// The L7 proxy against nginx and haproxy.
     L7,
+    /// The WAF (OWASP CRS v4, paranoia 1) against nginx + ModSecurity v3 with the same rules,
+    /// on benign and attack requests with JSON bodies of 100 B, 2 KB and 20 KB.
+    Waf,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -36,6 +40,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 anyhow::bail!("`bench l7` takes no extra options");
             }
             l7::run()
+        }
+        Target::Waf => {
+            if !args.extra.is_empty() {
+                anyhow::bail!(
+                    "`bench waf` takes no extra options (settings: WAF_BENCH_* variables)"
+                );
+            }
+            waf::run()
         }
     }
 }
