@@ -441,9 +441,19 @@ fn xdp_bench_running() -> bool {
     exec::succeeds(Command::new("pgrep").args(["-f", "xdp_bench"]))
 }
 
+/// `BENCH_SMOKE=1`: measure at once, on a busy machine too, to see that a benchmark works end
+/// to end (every run is flagged as measured on a busy machine; the numbers are not results).
+pub fn smoke() -> bool {
+    std::env::var_os("BENCH_SMOKE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Waits until no `xdp_bench` runs and the machine is otherwise idle. Returns `true` when it
-/// gave up on "idle" (busy with something else for too long) and measured anyway.
+/// gave up on "idle" (busy with something else for too long) and measured anyway, or when
+/// [`smoke`] says not to wait.
 pub fn wait_quiet(tag: &str) -> anyhow::Result<bool> {
+    if smoke() {
+        return Ok(true);
+    }
     let start = Instant::now();
     loop {
         let xdp = xdp_bench_running();
@@ -543,7 +553,7 @@ impl Meter {
                 tree_jiffies(self.backend_pid),
                 ours(),
             );
-            if xdp_bench_running() {
+            if xdp_bench_running() && !smoke() {
                 eprintln!("{tag}: xdp_bench started during the run: discarding it");
                 continue;
             }
@@ -555,7 +565,7 @@ impl Meter {
                 - (ours1.saturating_sub(ours0)) as f64)
                 / self.ticks
                 / wall;
-            if foreign > FOREIGN_LIMIT {
+            if foreign > FOREIGN_LIMIT && !smoke() {
                 eprintln!(
                     "{tag}: something else used {:.0} % of a CPU during the run: repeating it",
                     foreign * 100.0

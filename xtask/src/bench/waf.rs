@@ -28,7 +28,8 @@
 //! `target/bench/waf.md` (also printed), with the reproduce command.
 //!
 //! `WAF_BENCH_PEERS` (comma-separated, default all four) measures a subset;
-//! `WAF_BENCH_KEEP=1` keeps the work directory (configs, logs, request files).
+//! `WAF_BENCH_KEEP=1` keeps the work directory (configs, logs, request files); `BENCH_SMOKE=1`
+//! measures at once on a busy machine (to see it work end to end; the numbers are flagged).
 
 use std::{
     fmt::Write as _,
@@ -165,6 +166,9 @@ impl Settings {
         }
         if std::env::var_os("WAF_BENCH_CRS").is_some() {
             let _ = write!(env, "WAF_BENCH_CRS={} ", self.crs.display());
+        }
+        if super::harness::smoke() {
+            env.push_str("BENCH_SMOKE=1 ");
         }
         format!("{env}cargo xtask bench waf")
     }
@@ -1263,6 +1267,12 @@ fn render(
     let mut md = String::new();
     let _ = writeln!(md, "## WAF benchmark: OWASP CRS v4 at paranoia 1\n");
     let _ = writeln!(md, "Reproduce: `{}`\n", settings.command());
+    if super::harness::smoke() {
+        let _ = writeln!(
+            md,
+            "**Smoke run (`BENCH_SMOKE=1`): measured without waiting for a quiet machine; these numbers are not results.**\n"
+        );
+    }
     let _ = writeln!(
         md,
         "Loopback only, every peer started by the benchmark, one process with one worker each, all behind the same `bench_backend` (hyper, 1 tokio worker, reads each body, fixed 100-byte answer). \
