@@ -5,7 +5,7 @@
 //! reads each body whole): nginx as a plain proxy, nginx with ModSecurity (Debian's
 //! `libnginx-mod-http-modsecurity`, ModSecurity 3.0.x), the gateway without WAF and the gateway
 //! with CRS. Both WAFs load the CRS from `../shared/crs` (or `WAF_BENCH_CRS`) at run time:
-//! `crs-setup.conf.example` and `rules/*.conf` for ModSecurity, the `rules/` directory for the
+//! `crs-setup.conf.example` and `rules/*.conf` for ModSecurity, `rules/*.conf` for the
 //! gateway (which generates its CRS setup from its config). Same settings on both: paranoia 1,
 //! blocking, inbound threshold 5, request bodies inspected (JSON through the JSON body
 //! processor), methods GET HEAD POST OPTIONS PUT PATCH DELETE, CRS's default content types
@@ -719,8 +719,8 @@ fn gateway_conf(
     let (waf, route_waf) = match crs {
         Some(c) => (
             format!(
-                "waf:\n  rules: [{}]\n  paranoia: 1\n  mode: block\n  inbound_threshold: 5\n  allowed_methods: [{}]\n",
-                c.join("rules").display(),
+                "waf:\n  rules: [\"{}\"]\n  paranoia: 1\n  mode: block\n  inbound_threshold: 5\n  allowed_methods: [{}]\n",
+                c.join("rules/*.conf").display(),
                 ALLOWED_METHODS.split(' ').collect::<Vec<_>>().join(", ")
             ),
             ", waf: on",
@@ -834,8 +834,18 @@ fn start_gateway(
         dir,
         false,
     )?;
-    wait_log_line(&mut gw, "gateway ready")?;
-    wait_serving(&mut gw, port, false)?;
+    let started =
+        wait_log_line(&mut gw, "gateway ready").and_then(|()| wait_serving(&mut gw, port, false));
+    if let Err(e) = started {
+        if crs.is_some() {
+            bail!(
+                "{name}: the gateway with the CRS (config {conf_s}) does not start: {e:#}\n\
+                 To measure the other peers only: \
+                 WAF_BENCH_PEERS=nginx,nginx+modsecurity,gateway cargo xtask bench waf"
+            );
+        }
+        return Err(e);
+    }
     Ok(gw)
 }
 
