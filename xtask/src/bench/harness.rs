@@ -587,11 +587,12 @@ impl Meter {
     }
 }
 
-/// `wrk -t1 -c<connections> -d<secs>s -s <script> <url> [-- script_args]` pinned to the load
-/// CPU, bounded twice: wrk stops by itself, `timeout` kills it if it does not.
+/// `wrk -t1 -c<connections> -d<secs>s --timeout <timeout_s>s -s <script> <url> [-- script_args]`
+/// pinned to the load CPU, bounded twice: wrk stops by itself, `timeout` kills it if it does not.
 pub fn wrk_command(
     connections: usize,
     secs: u64,
+    timeout_s: u64,
     script: &Path,
     url: &str,
     script_args: &[&str],
@@ -602,7 +603,7 @@ pub fn wrk_command(
     cmd.arg("wrk")
         .args(["-t1", &format!("-c{connections}")])
         .arg(format!("-d{secs}s"))
-        .args(["--timeout", "5s", "-s"])
+        .args(["--timeout", &format!("{timeout_s}s"), "-s"])
         .arg(script)
         .arg(url);
     if !script_args.is_empty() {

@@ -434,6 +434,7 @@ impl Measure<'_> {
             Load::Peak => wrk_command(
                 self.settings.connections,
                 secs,
+                5,
                 &self.script,
                 &peer.url,
                 &[],

@@ -67,6 +67,8 @@ const BODY_SIZES: &[usize] = &[100, 2 * 1024, 20 * 1024];
 const CYCLE: usize = 100;
 /// Methods both WAFs allow (CRS rule 911100): the gateway's default, an API's methods.
 const ALLOWED_METHODS: &str = "GET HEAD POST OPTIONS PUT PATCH DELETE";
+/// wrk's per-request timeout (`bench l7` uses 5 s).
+const WRK_TIMEOUT_S: u64 = 30;
 /// Targets.
 const VS_MODSECURITY_TARGET: f64 = 10.0;
 const VS_NGINX_TARGET: f64 = 0.5;
@@ -727,6 +729,8 @@ fn gateway_conf(
         ),
         None => (String::new(), ""),
     };
+    // Instance names are directory names: no `+`.
+    let name = format!("bench-waf-{}", name.replace('+', "-"));
     format!(
         r#"instance: {name}
 state_dir: {state}
@@ -1007,6 +1011,9 @@ impl Measure<'_> {
             wrk_command(
                 self.settings.connections,
                 secs,
+                // A WAF may take far longer than a proxy per request: a slow answer is an
+                // answer (its latency counts), not a timeout.
+                WRK_TIMEOUT_S,
                 &self.script,
                 &format!("http://127.0.0.1:{}/", peer.port),
                 &[&file_s],
@@ -1224,9 +1231,11 @@ fn find<'a>(v: &'a [Summary], peer: &str) -> Option<&'a Summary> {
     v.iter().find(|s| s.peer == peer)
 }
 
+/// `a`'s rate over `b`'s; not a number when either completed no request (too slow to measure
+/// in the run's time).
 fn ratio(a: Option<&Summary>, b: Option<&Summary>) -> f64 {
     match (a, b) {
-        (Some(a), Some(b)) => a.rps / b.rps,
+        (Some(a), Some(b)) if a.rps > 0.0 && b.rps > 0.0 => a.rps / b.rps,
         _ => f64::NAN,
     }
 }
@@ -1240,7 +1249,7 @@ fn cost(with: Option<&Summary>, without: Option<&Summary>) -> f64 {
 
 fn verdict(v: f64, target: f64) -> &'static str {
     if !v.is_finite() {
-        "not measured"
+        "not measured (a peer is missing or completed no request: see the table)"
     } else if v >= target {
         "met"
     } else {
@@ -1294,9 +1303,9 @@ fn render(
     );
     let _ = writeln!(
         md,
-        "Workload per body size: a cycle of {CYCLE} requests replayed in order by `wrk -t1 -c{} -d{}s` (Lua): {}% attacks (SQLi, XSS, RCE in the query string and in the JSON body), \
+        "Workload per body size: a cycle of {CYCLE} requests replayed in order by `wrk -t1 -c{} -d{}s --timeout {WRK_TIMEOUT_S}s` (Lua): {}% attacks (SQLi, XSS, RCE in the query string and in the JSON body), \
          the benign rest one third GETs with query strings and two thirds JSON POSTs of that size (generated order documents, deterministic). \
-         Medians of {} runs, interleaved across peers; the engine cost comes from the same runs with the benign requests only: the proxy's CPU time per request (from /proc) with its WAF minus without.\n",
+         Medians of {} run(s), interleaved across peers; the engine cost comes from the same runs with the benign requests only: the proxy's CPU time per request (from /proc) with its WAF minus without.\n",
         settings.connections, settings.secs, settings.attack_percent, settings.runs
     );
 
@@ -1343,19 +1352,23 @@ fn render(
         md,
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
     );
+    let mut too_slow = false;
+    for row in mix.iter().chain(benign) {
+        too_slow |= row.iter().any(|s| s.rps <= 0.0);
+    }
     for row in mix {
         let nginx = find(row, "nginx");
         for s in row {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {:.1} % | {:.1} µs | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                 size_name(s.size),
                 s.peer,
                 s.rps,
                 us(s.p50),
                 us(s.p99),
-                s.blocked_share * 100.0,
-                s.cpu_per_req_us,
+                fixed(s.blocked_share * 100.0, " %"),
+                fixed(s.cpu_per_req_us, " µs"),
                 nginx.map_or("-".into(), |n| format!("{:.2}", s.rps / n.rps)),
                 s.limit(),
                 s.errors()
@@ -1370,28 +1383,35 @@ fn render(
         for s in row {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {:.1} µs |",
+                "| {} | {} | {:.0} | {} | {} |",
                 size_name(s.size),
                 s.peer,
                 s.rps,
                 us(s.p99),
-                s.cpu_per_req_us
+                fixed(s.cpu_per_req_us, " µs")
             );
         }
     }
 
+    if too_slow {
+        let _ = writeln!(
+            md,
+            "\n**A peer completed no request in some {} s run** (0 req/s above): it needs more than {} s per request at {} connections. Its rate and CPU per request are not measured there; run longer (`WAF_BENCH_SECS`) or with fewer connections (`WAF_BENCH_CONNECTIONS`).",
+            settings.secs, settings.secs, settings.connections
+        );
+    }
     let _ = writeln!(md, "\n### Targets\n");
     for t in &targets {
         let _ = writeln!(
             md,
-            "- {}: gateway+CRS req/s >= {VS_MODSECURITY_TARGET}x nginx+ModSecurity: {:.1}x: **{}**; >= {VS_NGINX_TARGET}x nginx plain: {:.2}x: **{}**; CRS engine cost per benign request: gateway {:.1} µs, ModSecurity {:.1} µs",
+            "- {}: gateway+CRS req/s >= {VS_MODSECURITY_TARGET}x nginx+ModSecurity: {}x: **{}**; >= {VS_NGINX_TARGET}x nginx plain: {}x: **{}**; CRS engine cost per benign request: gateway {}, ModSecurity {}",
             size_name(t.size),
-            t.vs_modsecurity,
+            fixed2(t.vs_modsecurity),
             verdict(t.vs_modsecurity, VS_MODSECURITY_TARGET),
-            t.vs_nginx,
+            fixed2(t.vs_nginx),
             verdict(t.vs_nginx, VS_NGINX_TARGET),
-            t.crs_cost_us,
-            t.modsecurity_cost_us
+            fixed(t.crs_cost_us, " µs"),
+            fixed(t.modsecurity_cost_us, " µs")
         );
     }
     if busy {
@@ -1444,7 +1464,7 @@ fn render(
     let _ = writeln!(json, "  \"command\": {},", json_str(&settings.command()));
     let _ = writeln!(
         json,
-        "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"attack_percent\":{},\"cycle\":{CYCLE},\"body_sizes\":[{}],\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"workers\":1,\"crs\":{},\"paranoia\":1,\"tool\":\"wrk -t1\"}},",
+        "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"wrk_timeout_s\":{WRK_TIMEOUT_S},\"attack_percent\":{},\"cycle\":{CYCLE},\"body_sizes\":[{}],\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"workers\":1,\"crs\":{},\"paranoia\":1,\"tool\":\"wrk -t1\"}},",
         settings.secs,
         settings.runs,
         settings.connections,
@@ -1497,6 +1517,24 @@ fn render(
     );
     json.push_str("}\n");
     Report { json, markdown: md }
+}
+
+/// One decimal and a unit, `-` when not measured.
+fn fixed(v: f64, unit: &str) -> String {
+    if v.is_finite() {
+        format!("{v:.1}{unit}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A ratio with two decimals, `-` when not measured.
+fn fixed2(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "-".into()
+    }
 }
 
 /// A ratio with three decimals, `null` when not measured.
