@@ -1441,13 +1441,13 @@ fn render(
     };
     let summary_json = |s: &Summary| {
         format!(
-            "{{\"peer\":{},\"body_bytes\":{},\"rps\":{},\"p50_us\":{},\"p99_us\":{},\"blocked_share\":{:.4},\"proxy_cpu_per_request_us\":{},\"limited_by\":{},\"runs\":[{}]}}",
+            "{{\"peer\":{},\"body_bytes\":{},\"rps\":{},\"p50_us\":{},\"p99_us\":{},\"blocked_share\":{},\"proxy_cpu_per_request_us\":{},\"limited_by\":{},\"runs\":[{}]}}",
             json_str(s.peer),
             s.size,
             json_num(s.rps),
             json_num(s.p50),
             json_num(s.p99),
-            s.blocked_share,
+            json_num_fine(s.blocked_share),
             json_num(s.cpu_per_req_us),
             json_str(&s.limit()),
             s.runs.iter().map(sample_json).collect::<Vec<_>>().join(",")
