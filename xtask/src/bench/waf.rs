@@ -22,9 +22,11 @@
 //! benign request (200 from the backend) and block every attack (403), a plain proxy must pass
 //! all; anything else is reported loudly (it means the comparison is not like for like).
 //! Then, interleaved across peers, `WAF_BENCH_RUNS` (default 3) runs of `WAF_BENCH_SECS`
-//! (default 10 s) of `wrk -t1 -c32` per scenario and peer (the mix), and the same for benign
-//! requests only, from which the engine cost per benign request is read: the proxy's CPU time
-//! per request with its WAF minus without. Reported as medians, in `target/bench/waf.json` and
+//! (default 10 s) of `wrk -t1 -c8` (`WAF_BENCH_CONNECTIONS`) per scenario and peer (the mix),
+//! and the same for benign requests only, from which the engine cost per benign request is
+//! read: the proxy's CPU time per request with its WAF minus without. A run that completes
+//! fewer than 100 requests (ModSecurity on 20 KB bodies) is measured again for 60 s.
+//! Reported as medians, in `target/bench/waf.json` and
 //! `target/bench/waf.md` (also printed), with the reproduce command.
 //!
 //! `WAF_BENCH_PEERS` (comma-separated, default all four) measures a subset;
@@ -67,6 +69,13 @@ const BODY_SIZES: &[usize] = &[100, 2 * 1024, 20 * 1024];
 const CYCLE: usize = 100;
 /// Methods both WAFs allow (CRS rule 911100): the gateway's default, an API's methods.
 const ALLOWED_METHODS: &str = "GET HEAD POST OPTIONS PUT PATCH DELETE";
+/// wrk connections. Fewer than `bench l7`'s 32: a WAF peer takes up to a second of CPU per
+/// 20 KB request (ModSecurity), and its one worker interleaves every open request, so with 32 the
+/// first answers would come after the run; 8 still keeps every one-worker peer busy.
+const DEFAULT_CONNECTIONS: usize = 8;
+/// A run that completed fewer requests than this is measured again for [`LONG_RUN_S`].
+const MIN_REQUESTS: f64 = 100.0;
+const LONG_RUN_S: u64 = 60;
 /// wrk's per-request timeout (`bench l7` uses 5 s).
 const WRK_TIMEOUT_S: u64 = 30;
 /// Targets.
@@ -112,7 +121,7 @@ impl Settings {
         let s = Self {
             secs: env_var("WAF_BENCH_SECS", 10)?,
             runs: env_var("WAF_BENCH_RUNS", 3)?,
-            connections: env_var("WAF_BENCH_CONNECTIONS", 32)?,
+            connections: env_var("WAF_BENCH_CONNECTIONS", DEFAULT_CONNECTIONS)?,
             attack_percent: env_var("WAF_BENCH_ATTACK_PERCENT", 10)?,
             peers,
             crs: crs.canonicalize().with_context(|| {
@@ -157,7 +166,7 @@ impl Settings {
         if self.runs != 3 {
             let _ = write!(env, "WAF_BENCH_RUNS={} ", self.runs);
         }
-        if self.connections != 32 {
+        if self.connections != DEFAULT_CONNECTIONS {
             let _ = write!(env, "WAF_BENCH_CONNECTIONS={} ", self.connections);
         }
         if self.attack_percent != 10 {
@@ -1005,7 +1014,21 @@ struct Measure<'a> {
 }
 
 impl Measure<'_> {
+    /// One run; a peer too slow to complete [`MIN_REQUESTS`] in `secs` is run again for
+    /// [`LONG_RUN_S`] (rates and CPU per request from a handful of answers mean little).
     fn once(&self, peer: &Peer, file: &Path, secs: u64, label: &str) -> anyhow::Result<Sample> {
+        let s = self.once_for(peer, file, secs, label)?;
+        if s.requests < MIN_REQUESTS && secs < LONG_RUN_S && label != "warm-up" {
+            eprintln!(
+                "{TAG}: {} completed {} requests in {secs} s: measuring it for {LONG_RUN_S} s",
+                peer.name, s.requests
+            );
+            return self.once_for(peer, file, LONG_RUN_S, label);
+        }
+        Ok(s)
+    }
+
+    fn once_for(&self, peer: &Peer, file: &Path, secs: u64, label: &str) -> anyhow::Result<Sample> {
         let file_s = file.display().to_string();
         let (out, cpu) = self.meter.run(Some(peer.pid), || {
             wrk_command(
@@ -1305,7 +1328,7 @@ fn render(
         md,
         "Workload per body size: a cycle of {CYCLE} requests replayed in order by `wrk -t1 -c{} -d{}s --timeout {WRK_TIMEOUT_S}s` (Lua): {}% attacks (SQLi, XSS, RCE in the query string and in the JSON body), \
          the benign rest one third GETs with query strings and two thirds JSON POSTs of that size (generated order documents, deterministic). \
-         Medians of {} run(s), interleaved across peers; the engine cost comes from the same runs with the benign requests only: the proxy's CPU time per request (from /proc) with its WAF minus without.\n",
+         A run that completes fewer than {MIN_REQUESTS} requests is measured again for {LONG_RUN_S} s. Medians of {} run(s), interleaved across peers; the engine cost comes from the same runs with the benign requests only: the proxy's CPU time per request (from /proc) with its WAF minus without.\n",
         settings.connections, settings.secs, settings.attack_percent, settings.runs
     );
 
