@@ -1272,7 +1272,7 @@ fn cost(with: Option<&Summary>, without: Option<&Summary>) -> f64 {
 
 fn verdict(v: f64, target: f64) -> &'static str {
     if !v.is_finite() {
-        "not measured (a peer is missing or completed no request: see the table)"
+        "not measured"
     } else if v >= target {
         "met"
     } else {
@@ -1427,7 +1427,7 @@ fn render(
     for t in &targets {
         let _ = writeln!(
             md,
-            "- {}: gateway+CRS req/s >= {VS_MODSECURITY_TARGET}x nginx+ModSecurity: {}x: **{}**; >= {VS_NGINX_TARGET}x nginx plain: {}x: **{}**; CRS engine cost per benign request: gateway {}, ModSecurity {}",
+            "- {}: gateway+CRS req/s >= {VS_MODSECURITY_TARGET}x nginx+ModSecurity: {}: **{}**; >= {VS_NGINX_TARGET}x nginx plain: {}: **{}**; CRS engine cost per benign request: gateway {}, ModSecurity {}",
             size_name(t.size),
             fixed2(t.vs_modsecurity),
             verdict(t.vs_modsecurity, VS_MODSECURITY_TARGET),
@@ -1554,7 +1554,7 @@ fn fixed(v: f64, unit: &str) -> String {
 /// A ratio with two decimals, `-` when not measured.
 fn fixed2(v: f64) -> String {
     if v.is_finite() {
-        format!("{v:.2}")
+        format!("{v:.2}x")
     } else {
         "-".into()
     }
