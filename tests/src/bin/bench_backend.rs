@@ -2,14 +2,16 @@
 //! (hyper, tokio) that answers every request with `200` and the same 100-byte body, so that what
 //! the benchmark measures is the proxy in front of it.
 //!
-//! `bench_backend [--listen 127.0.0.1:0] [--threads 1] [--max-seconds 3600]` prints
+//! `bench_backend [--listen 127.0.0.1:0] [--threads 1] [--max-seconds 3600] [--read-body]` prints
 //! `listening ADDR` on stdout once it accepts. It exits when its stdin reaches end of file (the
 //! benchmark holds the other end, so the backend never outlives it) or after `--max-seconds`.
+//! `--read-body` reads each request body whole before answering, as an API backend does
+//! (`bench waf` posts bodies up to 20 KB; unread bodies would cost connections).
 
 use std::{convert::Infallible, io::Read as _, io::Write as _, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, Response, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 
@@ -21,6 +23,7 @@ fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut threads = 1usize;
     let mut max_seconds = 3600u64;
+    let mut read_body = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -31,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             "--listen" => listen = value()?,
             "--threads" => threads = value()?.parse()?,
             "--max-seconds" => max_seconds = value()?.parse()?,
+            "--read-body" => read_body = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -50,10 +54,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(threads.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(serve(&listen))
+    runtime.block_on(serve(&listen, read_body))
 }
 
-async fn serve(listen: &str) -> anyhow::Result<()> {
+async fn serve(listen: &str, read_body: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -74,9 +78,13 @@ async fn serve(listen: &str) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let body = body.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |_req: Request<Incoming>| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let body = body.clone();
                 async move {
+                    if read_body {
+                        // A body that fails to arrive still gets the fixed answer.
+                        let _ = req.into_body().collect().await;
+                    }
                     let mut response = Response::new(Full::new(body));
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,

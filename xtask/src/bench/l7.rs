@@ -23,24 +23,24 @@
 //! `target/bench/l7.md`, the latter also printed.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 
+use super::harness::{
+    LOAD_CPU, Meter, Proc, SERVER_CPU, WorkDir, env_var as var, free_ports, json_num, json_str,
+    json_versions, md_versions, median, parse_kv, parse_wrk, signed_us, start_backend, us, version,
+    wait_log_line, wait_quiet, wait_serving, wrk_command, wrk_done_lua,
+};
 use crate::{build, exec};
 
-/// Servers (proxy and backend) run here...
-const SERVER_CPU: usize = 0;
-/// ...and the load generator alone here.
-const LOAD_CPU: usize = 1;
+/// Names this benchmark in messages.
+const TAG: &str = "bench l7";
+
 /// Targets the gateway is reported against.
 const ADDED_P99_TARGET_US: f64 = 1000.0;
 
@@ -52,28 +52,6 @@ const PEER_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "/usr/bin/openssl"),
 ];
 
-/// How long to wait for another benchmark or a busy machine before giving up.
-const QUIET_PATIENCE: Duration = Duration::from_secs(30 * 60);
-/// Above this share of all CPUs busy (before a run, with our peers idle) the machine is busy.
-const BUSY_THRESHOLD: f64 = 0.15;
-/// A run during which others used more than this share of a CPU is repeated.
-const FOREIGN_LIMIT: f64 = 0.25;
-
-const WRK_SCRIPT: &str = r#"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("L7 requests %d\n", summary.requests))
-  io.write(string.format("L7 duration_us %d\n", summary.duration))
-  io.write(string.format("L7 errors %d\n", e.connect + e.read + e.write + e.timeout))
-  io.write(string.format("L7 non_2xx %d\n", e.status))
-  for _, p in ipairs({ {"p50", 50}, {"p90", 90}, {"p99", 99}, {"p999", 99.9} }) do
-    io.write(string.format("L7 %s_us %.1f\n", p[1], latency:percentile(p[2])))
-  end
-  io.write(string.format("L7 mean_us %.1f\n", latency.mean))
-  io.write(string.format("L7 max_us %.1f\n", latency.max))
-end
-"#;
-
 struct Settings {
     secs: u64,
     runs: usize,
@@ -84,14 +62,6 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("{name}={v}: not a number")),
-                Err(_) => Ok(default),
-            }
-        }
         let s = Self {
             secs: var("L7_BENCH_SECS", 10)?,
             runs: var("L7_BENCH_RUNS", 3)?,
@@ -136,7 +106,7 @@ pub fn run() -> anyhow::Result<()> {
         cpus >= 2,
         "bench l7 pins the load generator and the servers on separate CPUs: needs 2, found {cpus}"
     );
-    install_peers()?;
+    super::harness::install_packages(TAG, PEER_PACKAGES)?;
     build::release()?;
     exec::run(exec::cargo().args([
         "build",
@@ -155,229 +125,15 @@ pub fn run() -> anyhow::Result<()> {
         load: root.join("target/release/bench_load"),
     };
 
-    let work = WorkDir::new()?;
-    let report = measure(&settings, &bins, &work.0)?;
-
-    let out_dir = root.join("target/bench");
-    fs::create_dir_all(&out_dir)?;
-    fs::write(out_dir.join("l7.json"), &report.json)?;
-    fs::write(out_dir.join("l7.md"), &report.markdown)?;
-    println!("{}", report.markdown);
-    eprintln!(
-        "bench l7: wrote {} and {}",
-        out_dir.join("l7.json").display(),
-        out_dir.join("l7.md").display()
-    );
-    Ok(())
+    let work = WorkDir::new("l7", TAG, "L7_BENCH_KEEP")?;
+    let report = measure(&settings, &bins, &work.path)?;
+    super::harness::write_report("l7", TAG, &report.json, &report.markdown)
 }
 
 struct Bins {
     gateway: PathBuf,
     backend: PathBuf,
     load: PathBuf,
-}
-
-/// Installs the benchmark peers from Debian when one is missing (root), or says how.
-fn install_peers() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PEER_PACKAGES
-        .iter()
-        .filter(|(_, probe)| !Path::new(probe).exists())
-        .map(|(pkg, _)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !exec::is_root() {
-        bail!(
-            "bench l7 needs the Debian packages {0}: run `apt-get install -y {0}` as root",
-            missing.join(" ")
-        );
-    }
-    eprintln!("bench l7: installing the peers {}", missing.join(" "));
-    exec::run(Command::new("apt-get").args(["update", "-q"]))?;
-    exec::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
-/// A temporary directory removed on drop.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("gateway-bench-l7-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if std::env::var_os("L7_BENCH_KEEP").is_some() {
-            eprintln!("bench l7: kept {}", self.0.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// A process this benchmark started: SIGTERM, then SIGKILL after 5 s, on drop. By PID only.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    /// Held open so that `bench_backend` sees end of file when we are gone.
-    _stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    /// Starts `program args` pinned to `cpu`, stdout and stderr to files in `dir`.
-    fn spawn(
-        name: &str,
-        cpu: usize,
-        program: &Path,
-        args: &[&str],
-        dir: &Path,
-        stdout_null: bool,
-    ) -> anyhow::Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = fs::File::create(&log)?;
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(cpu.to_string()).arg(program).args(args);
-        cmd.stdin(Stdio::null())
-            .stdout(if stdout_null {
-                Stdio::null()
-            } else {
-                Stdio::from(file.try_clone()?)
-            })
-            .stderr(Stdio::from(file));
-        eprintln!("+ {}", exec::render(&cmd));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", exec::render(&cmd)))?;
-        Ok(Self {
-            name: name.into(),
-            child,
-            log,
-            _stdin: None,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Fails with the log when the process has exited.
-    fn alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}):\n{}", self.name, self.log_tail());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Distinct free loopback ports (held together while chosen, so they differ).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-/// `GET /` over a fresh connection; the status code and the body.
-fn http_get(port: u16) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
-}
-
-/// Waits until `GET /` on `port` is proxied to the backend (or, for TLS, the port accepts).
-fn wait_serving(proc: &mut Proc, port: u16, tls: bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        proc.alive()?;
-        if tls {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(());
-            }
-        } else {
-            match http_get(port) {
-                Ok((200, body)) if body.contains("bench-backend") => return Ok(()),
-                Ok((status, _)) => last = format!("status {status}"),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!(
-        "{} does not serve on port {port} ({last}):\n{}",
-        proc.name,
-        proc.log_tail()
-    )
-}
-
-/// Waits for a line containing `needle` in the process log.
-fn wait_log_line(proc: &mut Proc, needle: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        proc.alive()?;
-        if fs::read_to_string(&proc.log).is_ok_and(|t| t.contains(needle)) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!(
-        "{}: no `{needle}` within 30 s:\n{}",
-        proc.name,
-        proc.log_tail()
-    )
 }
 
 /// One row of the benchmark: a name, the URL to load, what serves it.
@@ -415,35 +171,7 @@ fn start_fleet(bins: &Bins, dir: &Path, workers: usize) -> anyhow::Result<Fleet>
     exec::run(&mut openssl)?;
 
     // Backend: prints `listening ADDR`, exits at end of file on stdin.
-    let backend_log = dir.join("backend.log");
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg(SERVER_CPU.to_string())
-        .arg(&bins.backend)
-        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(fs::File::create(&backend_log)?));
-    eprintln!("+ {}", exec::render(&cmd));
-    let mut child = cmd.spawn().context("starting bench_backend")?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let mut backend = Proc {
-        name: "backend".into(),
-        child,
-        log: backend_log,
-        _stdin: stdin,
-    };
-    let mut line = String::new();
-    if let Some(out) = stdout {
-        BufReader::new(out).read_line(&mut line)?;
-    }
-    let backend_port: u16 = line
-        .trim()
-        .strip_prefix("listening 127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("bench_backend said {line:?}"))?;
-    wait_serving(&mut backend, backend_port, false)?;
+    let (backend, backend_port) = start_backend(&bins.backend, dir, &[])?;
     let backend_pid = backend.pid();
     procs.push(backend);
 
@@ -651,33 +379,14 @@ routes:
         },
     ];
 
-    let mut versions = Vec::new();
-    let version = |program: &str, arg: &str| {
-        Command::new(program)
-            .arg(arg)
-            .output()
-            .map(|o| {
-                let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
-                t.push_str(&String::from_utf8_lossy(&o.stderr));
-                t.lines().next().unwrap_or_default().trim().to_string()
-            })
-            .unwrap_or_default()
-    };
-    versions.push(("nginx".into(), version("/usr/sbin/nginx", "-v")));
-    versions.push(("haproxy".into(), version("/usr/sbin/haproxy", "-v")));
-    versions.push(("wrk".into(), version("/usr/bin/wrk", "-v")));
-    versions.push((
-        "gateway".into(),
-        exec::output(
-            Command::new("git")
-                .args(["describe", "--always", "--dirty"])
-                .current_dir(exec::workspace_root()),
-        )
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default(),
-    ));
-    versions.push(("kernel".into(), version("uname", "-r")));
-    versions.push(("cpu".into(), cpu_model()));
+    let versions = vec![
+        ("nginx".into(), version("/usr/sbin/nginx", "-v")),
+        ("haproxy".into(), version("/usr/sbin/haproxy", "-v")),
+        ("wrk".into(), version("/usr/bin/wrk", "-v")),
+        ("gateway".into(), super::harness::git_describe()),
+        ("kernel".into(), version("uname", "-r")),
+        ("cpu".into(), super::harness::cpu_model()),
+    ];
 
     Ok(Fleet {
         _procs: procs,
@@ -685,136 +394,6 @@ routes:
         peers,
         versions,
     })
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_default()
-}
-
-/// Busy and total jiffies per CPU (index 0 = the `cpu` line, then cpu0, cpu1, ...).
-fn cpu_times() -> Vec<(u64, u64)> {
-    fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("cpu"))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal: busy leaves out idle, iowait
-            // and steal (time the hypervisor gave to someone else is no process's).
-            let at = |i: usize| v.get(i).copied().unwrap_or(0);
-            let total: u64 = v.iter().take(8).sum();
-            (total - at(3) - at(4) - at(7), total)
-        })
-        .collect()
-}
-
-fn busy_share(before: &[(u64, u64)], after: &[(u64, u64)], index: usize) -> f64 {
-    match (before.get(index), after.get(index)) {
-        (Some(b), Some(a)) if a.1 > b.1 => (a.0 - b.0) as f64 / (a.1 - b.1) as f64,
-        _ => 0.0,
-    }
-}
-
-/// CPU time (user + system, jiffies) of `pid` and its direct children (nginx workers).
-fn tree_jiffies(pid: u32) -> u64 {
-    let mut total = 0;
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    for entry in entries.flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] = state (field 3), ppid = field 4, utime = 14, stime = 15.
-        let ppid: u32 = f.get(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        if p == pid || ppid == pid {
-            let utime: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0);
-            let stime: u64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
-            total += utime + stime;
-        }
-    }
-    total
-}
-
-/// CPU time (jiffies) of the children this process has waited for: the load generators.
-fn waited_children_jiffies() -> u64 {
-    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // cutime = field 16, cstime = 17.
-    let get = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    get(13) + get(14)
-}
-
-fn clock_ticks() -> f64 {
-    exec::output(Command::new("getconf").arg("CLK_TCK"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn xdp_bench_running() -> bool {
-    exec::succeeds(Command::new("pgrep").args(["-f", "xdp_bench"]))
-}
-
-/// Waits until no `xdp_bench` runs and the machine is otherwise idle. Returns `true` when it
-/// gave up on "idle" (busy with something else for too long) and measured anyway.
-fn wait_quiet() -> anyhow::Result<bool> {
-    let start = Instant::now();
-    loop {
-        let xdp = xdp_bench_running();
-        let before = cpu_times();
-        std::thread::sleep(Duration::from_millis(700));
-        let busy = busy_share(&before, &cpu_times(), 0);
-        if !xdp && busy < BUSY_THRESHOLD {
-            return Ok(false);
-        }
-        if start.elapsed() > QUIET_PATIENCE {
-            if xdp {
-                bail!("xdp_bench has been running for 30 minutes: not measuring next to it");
-            }
-            eprintln!(
-                "bench l7: machine still {:.0} % busy after 30 minutes; measuring anyway (noted)",
-                busy * 100.0
-            );
-            return Ok(true);
-        }
-        eprintln!(
-            "bench l7: waiting 30 s: {}",
-            if xdp {
-                "xdp_bench is running".to_string()
-            } else {
-                format!("the machine is {:.0} % busy", busy * 100.0)
-            }
-        );
-        std::thread::sleep(Duration::from_secs(30));
-    }
 }
 
 /// One load run's numbers.
@@ -835,16 +414,6 @@ struct Sample {
     busy_machine: bool,
 }
 
-fn parse_kv(text: &str, prefix: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 enum Load {
     /// `wrk -t1 -cN`, closed loop, as fast as the peer answers.
     Peak,
@@ -856,152 +425,91 @@ struct Measure<'a> {
     settings: &'a Settings,
     bins: &'a Bins,
     script: PathBuf,
-    ticks: f64,
-    backend_pid: u32,
+    meter: Meter,
 }
 
 impl Measure<'_> {
     fn command(&self, peer: &Peer, load: &Load, secs: u64) -> Command {
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(LOAD_CPU.to_string());
-        // Bounded twice: the tool stops by itself, `timeout` kills it if it does not.
-        cmd.args(["timeout", "-k", "5", &(secs + 30).to_string()]);
         match load {
-            Load::Peak => {
-                cmd.arg("wrk")
-                    .args(["-t1", &format!("-c{}", self.settings.connections)])
-                    .arg(format!("-d{secs}s"))
-                    .args(["--timeout", "5s", "-s"])
-                    .arg(&self.script)
-                    .arg(&peer.url);
-            }
+            Load::Peak => wrk_command(
+                self.settings.connections,
+                secs,
+                5,
+                &self.script,
+                &peer.url,
+                &[],
+            ),
             Load::Rate(rate) => {
+                let mut cmd = Command::new("taskset");
+                cmd.arg("-c").arg(LOAD_CPU.to_string());
+                // Bounded twice: the tool stops by itself, `timeout` kills it if it does not.
+                cmd.args(["timeout", "-k", "5", &(secs + 30).to_string()]);
                 cmd.arg(&self.bins.load)
                     .args(["--url", &peer.url])
                     .args(["--rate", &format!("{rate:.0}")])
                     .args(["--connections", &self.settings.connections.to_string()])
                     .args(["--duration-secs", &secs.to_string()]);
+                cmd
             }
         }
-        cmd
     }
 
     /// One run against `peer`, after waiting for a quiet machine; repeated when `xdp_bench`
     /// started during it.
     fn once(&self, peer: &Peer, load: &Load, secs: u64) -> anyhow::Result<Sample> {
-        // Our processes on both CPUs: the proxy (a gateway's TLS and plain rows share one).
-        let ours = || {
-            peer.proxy_pid.map_or(0, tree_jiffies)
-                + tree_jiffies(self.backend_pid)
-                + waited_children_jiffies()
+        // The proxy's CPU (a gateway's TLS and plain rows share one process).
+        let (out, cpu) = self
+            .meter
+            .run(peer.proxy_pid, || self.command(peer, load, secs))?;
+        let mut s = Sample {
+            foreign_cpu: cpu.foreign,
+            server_cpu: cpu.server,
+            load_cpu: cpu.load,
+            proxy_cpu: cpu.proxy,
+            backend_cpu: cpu.backend,
+            busy_machine: cpu.busy_machine,
+            ..Sample::default()
         };
-        for _attempt in 0..5 {
-            let busy_machine = wait_quiet()?;
-            let mut cmd = self.command(peer, load, secs);
-            eprintln!("+ {}", exec::render(&cmd));
-            let (cpu0, proxy0, backend0, ours0) = (
-                cpu_times(),
-                peer.proxy_pid.map_or(0, tree_jiffies),
-                tree_jiffies(self.backend_pid),
-                ours(),
-            );
-            let started = Instant::now();
-            let out = exec::output(&mut cmd)?;
-            let wall = started.elapsed().as_secs_f64();
-            let (cpu1, proxy1, backend1, ours1) = (
-                cpu_times(),
-                peer.proxy_pid.map_or(0, tree_jiffies),
-                tree_jiffies(self.backend_pid),
-                ours(),
-            );
-            if xdp_bench_running() {
-                eprintln!("bench l7: xdp_bench started during the run: discarding it");
-                continue;
+        match load {
+            Load::Peak => {
+                let w = parse_wrk(&out, "L7 ")?;
+                s.rps = w.rps;
+                s.p50 = w.p50;
+                s.p99 = w.p99;
+                s.p999 = w.p999;
+                s.errors = w.errors;
+                s.non_2xx = w.non_2xx;
             }
-            let share = |j0: u64, j1: u64| (j1.saturating_sub(j0)) as f64 / self.ticks / wall;
-            // Busy time on the machine that none of our processes account for: something else
-            // ran (another engineer's compile or benchmark). Kernel work on our behalf that is
-            // not charged to a process (softirq, kworkers) lands here too, hence the margin.
-            let foreign = ((cpu1[0].0.saturating_sub(cpu0[0].0)) as f64
-                - (ours1.saturating_sub(ours0)) as f64)
-                / self.ticks
-                / wall;
-            if foreign > FOREIGN_LIMIT {
-                eprintln!(
-                    "bench l7: something else used {:.0} % of a CPU during the run: repeating it",
-                    foreign * 100.0
-                );
-                continue;
+            Load::Rate(_) => {
+                let kv = parse_kv(&out, "");
+                let get = |k: &str| {
+                    kv.get(k)
+                        .copied()
+                        .with_context(|| format!("bench_load printed no {k}:\n{out}"))
+                };
+                s.rps = get("achieved_rps")?;
+                s.p50 = get("p50_us")?;
+                s.p99 = get("p99_us")?;
+                s.p999 = get("p999_us")?;
+                s.errors = get("errors")? + get("timeouts")?;
+                s.non_2xx = get("non_2xx")?;
             }
-            let mut s = Sample {
-                foreign_cpu: foreign,
-                server_cpu: busy_share(&cpu0, &cpu1, SERVER_CPU + 1),
-                load_cpu: busy_share(&cpu0, &cpu1, LOAD_CPU + 1),
-                proxy_cpu: share(proxy0, proxy1),
-                backend_cpu: share(backend0, backend1),
-                busy_machine,
-                ..Sample::default()
-            };
-            match load {
-                Load::Peak => {
-                    let kv = parse_kv(&out, "L7 ");
-                    let get = |k: &str| {
-                        kv.get(k)
-                            .copied()
-                            .with_context(|| format!("wrk printed no {k}:\n{out}"))
-                    };
-                    s.rps = get("requests")? / (get("duration_us")? / 1e6);
-                    s.p50 = get("p50_us")?;
-                    s.p99 = get("p99_us")?;
-                    s.p999 = get("p999_us")?;
-                    s.errors = get("errors")?;
-                    s.non_2xx = get("non_2xx")?;
-                }
-                Load::Rate(_) => {
-                    let kv = parse_kv(&out, "");
-                    let get = |k: &str| {
-                        kv.get(k)
-                            .copied()
-                            .with_context(|| format!("bench_load printed no {k}:\n{out}"))
-                    };
-                    s.rps = get("achieved_rps")?;
-                    s.p50 = get("p50_us")?;
-                    s.p99 = get("p99_us")?;
-                    s.p999 = get("p999_us")?;
-                    s.errors = get("errors")? + get("timeouts")?;
-                    s.non_2xx = get("non_2xx")?;
-                }
-            }
-            eprintln!(
-                "bench l7: {:<20} {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {} non-2xx {}  cpu{SERVER_CPU} {:.0} % (proxy {:.0} %, backend {:.0} %)  cpu{LOAD_CPU} {:.0} %  others {:.0} %",
-                peer.name,
-                s.rps,
-                s.p50,
-                s.p99,
-                s.errors,
-                s.non_2xx,
-                s.server_cpu * 100.0,
-                s.proxy_cpu * 100.0,
-                s.backend_cpu * 100.0,
-                s.load_cpu * 100.0,
-                s.foreign_cpu * 100.0
-            );
-            return Ok(s);
         }
-        bail!("other work kept overlapping the runs (xdp_bench or a busy machine): giving up")
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        eprintln!(
+            "bench l7: {:<20} {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {} non-2xx {}  cpu{SERVER_CPU} {:.0} % (proxy {:.0} %, backend {:.0} %)  cpu{LOAD_CPU} {:.0} %  others {:.0} %",
+            peer.name,
+            s.rps,
+            s.p50,
+            s.p99,
+            s.errors,
+            s.non_2xx,
+            s.server_cpu * 100.0,
+            s.proxy_cpu * 100.0,
+            s.backend_cpu * 100.0,
+            s.load_cpu * 100.0,
+            s.foreign_cpu * 100.0
+        );
+        Ok(s)
     }
 }
 
@@ -1077,14 +585,13 @@ struct Report {
 
 fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<Report> {
     let script = dir.join("report.lua");
-    fs::write(&script, WRK_SCRIPT)?;
+    fs::write(&script, wrk_done_lua("L7 "))?;
     let fleet = start_fleet(bins, dir, settings.workers)?;
     let m = Measure {
         settings,
         bins,
         script,
-        ticks: clock_ticks(),
-        backend_pid: fleet.backend_pid,
+        meter: Meter::new(TAG, fleet.backend_pid),
     };
 
     eprintln!("bench l7: warm-up, 2 s per peer");
@@ -1105,7 +612,7 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<Repor
     // hypervisor). Latency percentiles cannot be finer than this.
     let mut jitter = Vec::new();
     for cpu in [SERVER_CPU, LOAD_CPU] {
-        wait_quiet()?;
+        wait_quiet(TAG)?;
         let mut cmd = Command::new("taskset");
         cmd.arg("-c")
             .arg(cpu.to_string())
@@ -1165,48 +672,6 @@ struct Jitter {
     gaps_per_s: f64,
     lost_us_per_s: f64,
     max_us: f64,
-}
-
-fn us(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if v.abs() >= 1000.0 {
-        format!("{:.2} ms", v / 1000.0)
-    } else {
-        format!("{v:.0} µs")
-    }
-}
-
-fn signed_us(v: f64) -> String {
-    if v >= 0.0 {
-        format!("+{}", us(v))
-    } else {
-        format!("-{}", us(-v))
-    }
-}
-
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{:.1}", v)
-    } else {
-        "null".into()
-    }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn render(
@@ -1362,16 +827,7 @@ fn render(
             "\n**Note:** some runs were measured while the machine was busy with something else (see `busy_machine` in l7.json)."
         );
     }
-    let _ = writeln!(
-        md,
-        "\n{}",
-        fleet
-            .versions
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    let _ = writeln!(md, "\n{}", md_versions(&fleet.versions));
 
     // JSON, by hand: xtask keeps its dependencies to anyhow and clap.
     let sample_json = |s: &Sample| {
@@ -1431,16 +887,7 @@ fn render(
         "  \"settings\": {{\"duration_s\":{},\"runs\":{},\"connections\":{},\"server_cpu\":{SERVER_CPU},\"load_cpu\":{LOAD_CPU},\"backend_threads\":1,\"proxy_workers\":{},\"peak_tool\":\"wrk -t1\",\"rate_tool\":\"bench_load\"}},",
         settings.secs, settings.runs, settings.connections, settings.workers
     );
-    let _ = writeln!(
-        json,
-        "  \"versions\": {{{}}},",
-        fleet
-            .versions
-            .iter()
-            .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let _ = writeln!(json, "  \"versions\": {},", json_versions(&fleet.versions));
     let _ = writeln!(
         json,
         "  \"peak\": [\n    {}\n  ],",

@@ -1,7 +1,9 @@
 //! `cargo xtask bench <target>`: benchmarks, never timed tests. Each compares its peers in one
 //! invocation, as medians of several runs, and writes JSON and markdown under `target/bench/`.
 
+mod harness;
 mod l7;
+mod waf;
 
 use std::process::Command;
 
@@ -31,6 +33,9 @@ pub enum Target {
     /// Rate-limit decisions per second and memory with 1M distinct keys, through the
     /// per-client stage (in process; `-- --keys N --decisions N --threads N`).
     Ratelimit,
+    /// The WAF (OWASP CRS v4, paranoia 1) against nginx + ModSecurity v3 with the same rules,
+    /// on benign and attack requests with JSON bodies of 100 B, 2 KB and 20 KB.
+    Waf,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -44,6 +49,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Target::Validate => in_process("validate_bench", &args.extra),
         Target::Ratelimit => in_process("ratelimit_bench", &args.extra),
+        Target::Waf => {
+            if !args.extra.is_empty() {
+                anyhow::bail!(
+                    "`bench waf` takes no extra options (settings: WAF_BENCH_* variables)"
+                );
+            }
+            waf::run()
+        }
     }
 }
 
