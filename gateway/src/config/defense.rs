@@ -60,6 +60,9 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("body_too_large", 1.0),
     ("method_not_allowed", 1.0),
     ("route_not_found", 1.0),
+    // A WAF verdict carries the CRS anomaly score as its weight; these apply without one.
+    ("waf_blocked", 10.0),
+    ("waf_detected", 5.0),
 ];
 
 impl DefenseSection {

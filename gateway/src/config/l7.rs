@@ -98,6 +98,9 @@ pub struct RouteConfig {
     /// Remove `Server` and `X-Powered-By` from upstream responses.
     #[serde(default = "yes")]
     pub hide_upstream_identity: bool,
+    /// The WAF on this route: `on`, `off` (default), or `{ exclusions: [...] }`.
+    #[serde(default)]
+    pub waf: Option<crate::waf::RouteWaf>,
 }
 
 fn yes() -> bool {

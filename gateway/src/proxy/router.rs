@@ -39,6 +39,8 @@ pub struct Route {
     /// A stage on this route reads the body (validation, WAF): it is read whole (within
     /// `http.max_body_bytes`) before the stages run, instead of streamed.
     pub buffer_body: bool,
+    /// The WAF runs on this route, with these route-level exclusions.
+    pub waf: Option<std::sync::Arc<crate::waf::Exclusions>>,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -138,6 +140,13 @@ impl Router {
                     .map_err(|_| (i, format!("unknown method `{name}`")))?;
                 methods.push(method);
             }
+            let waf = match &c.waf {
+                Some(w) if w.enabled() => Some(std::sync::Arc::new(
+                    crate::waf::stage::compile_exclusions(w.exclusions())
+                        .map_err(|e| (i, e.to_string()))?,
+                )),
+                _ => None,
+            };
             routes.push(Route {
                 name: c.name.clone().unwrap_or_else(|| format!("route-{i}")),
                 upstream: c.upstream.clone(),
@@ -148,7 +157,9 @@ impl Router {
                 add_prefix: c.add_prefix.clone(),
                 security_headers: c.security_headers.clone(),
                 hide_upstream_identity: c.hide_upstream_identity,
-                buffer_body: false,
+                // The WAF reads the body (phase 2).
+                buffer_body: waf.is_some(),
+                waf,
                 host,
                 path,
                 methods,

@@ -43,6 +43,9 @@ pub enum ProxyError {
     Route { index: usize, reason: String },
     #[error("upstreams: {0}")]
     Upstreams(String),
+    /// The WAF rules did not load (the reason names file:line).
+    #[error("waf: {0}")]
+    Waf(String),
 }
 
 /// A bound listener, as tests and logs see it.
@@ -86,6 +89,12 @@ fn runtime(config: &Config) -> Result<Runtime, ProxyError> {
         upstreams,
         limits: config.http.clone(),
         trusted: TrustedProxies::new(config.trusted_proxies.iter().map(|n| n.0).collect()),
+        waf: match &config.waf {
+            Some(section) => Some(Arc::new(
+                crate::waf::Waf::build(section).map_err(|e| ProxyError::Waf(e.to_string()))?,
+            )),
+            None => None,
+        },
     })
 }
 

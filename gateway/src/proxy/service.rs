@@ -44,6 +44,8 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     pub limits: HttpLimits,
     pub trusted: TrustedProxies,
+    /// The WAF of this generation (rules compiled once); `None` without a `waf` section.
+    pub waf: Option<Arc<crate::waf::Waf>>,
 }
 
 /// Shared by every connection of every listener.
@@ -387,6 +389,10 @@ async fn stages(
     // -- stage: rate limits (per consumer: keys from the principal) --
 
     // -- stage: WAF --
+    if let (Some(waf), Some(excl)) = (&runtime.waf, &ctx.route.waf) {
+        let excl = Arc::clone(excl);
+        waf.judge(&excl, ctx, parts)?;
+    }
 
     Ok(())
 }
