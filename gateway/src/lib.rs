@@ -7,4 +7,5 @@ pub mod defense;
 pub mod proxy;
 pub mod telemetry;
 pub mod tls;
+pub mod waf;
 pub mod xdp;
