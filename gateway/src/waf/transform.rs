@@ -1417,6 +1417,11 @@ mod tests {
                 (b"Test Case", b"Test Case"),
                 (b"  Test  \t\r\n\x0b\x0c Case  ", b" Test Case "),
                 (b"a\xa0\xa0b", b"a b"),
+                // secrules-language-tests compressWhitespace.json.
+                (
+                    b"This is a   test case with a tab \t, vtab \x0b, newline \n, return \r, formfeed \x0c, and a NUL\x00 in it with a CRLF at the end.\r\n",
+                    b"This is a test case with a tab , vtab , newline , return , formfeed , and a NUL\x00 in it with a CRLF at the end. ",
+                ),
                 (b"a\tb", b"a b"),
             ],
         );
@@ -1594,6 +1599,11 @@ mod tests {
             Transform::HexDecode,
             &[
                 (b"5465737443617365", b"TestCase"),
+                (b"546573740043617365", b"Test\x00Case"),
+                // secrules-language-tests hexDecode.json: no validation, ModSecurity's x2c
+                // ("0z" is '#'; the JSON file cannot hold the 0x89 byte of "89").
+                (b"01234567890a0z01234567890a", b"\x01#Eg\x89\n#\x01#Eg\x89\n"),
+                (b"01234567890az", b"\x01#Eg\x89\n"),
                 (b"546573744", b"Test"),
                 (b"", b""),
             ],
