@@ -249,14 +249,12 @@ impl Engine {
         st: &mut State,
         scratch: &mut Vec<Cand<'d>>,
     ) -> bool {
+        // As in ModSecurity, a link's actions run for every value it matches, as soon as it
+        // matches: the next link may read what they set (CRS 920420 sets `tx.content_type` for
+        // its chained check; 920450 one TX variable per restricted header).
         for link in &rule.links {
             if !self.eval_link(rule, link, data, st, scratch) {
                 return false;
-            }
-        }
-        for link in &rule.links {
-            for action in &link.actions {
-                self.exec(rule, action, data, st);
             }
         }
         if rule.log && (rule.msg.is_some() || rule.logdata.is_some()) {
@@ -374,6 +372,9 @@ impl Engine {
             let name = var_name(cand.var, &cand.key);
             st.matched_var = Some((name.clone(), value.clone()));
             new_matches.push((name, value));
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
         }
         if new_matches.is_empty() {
             return false;
@@ -740,6 +741,15 @@ fn collect<'d>(
         | Var::Geo
         | Var::Response => {}
     }
+    // Scalars and collections read from state were not filtered as they were collected.
+    let mut i = start;
+    while i < out.len() {
+        if ex(out[i].var, &out[i].key) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     if t.count {
         let n = out.len() - start;
         out.truncate(start);
@@ -764,8 +774,9 @@ fn fill_head(data: &mut RequestData, req: &HttpInput<'_>) {
     let basename = path.rsplit('/').next().unwrap_or(path);
     data.uri = data.entry(b"".to_vec(), uri.as_bytes().to_vec());
     data.uri_raw = data.entry(b"".to_vec(), target.as_bytes().to_vec());
-    data.filename = data.entry(b"".to_vec(), path.as_bytes().to_vec());
-    data.basename = data.entry(b"".to_vec(), basename.as_bytes().to_vec());
+    // ModSecurity hands these over percent-decoded (rules match `array_diff (` in a path).
+    data.filename = data.entry(b"".to_vec(), percent_decode(path.as_bytes()));
+    data.basename = data.entry(b"".to_vec(), percent_decode(basename.as_bytes()));
     data.query = data.entry(b"".to_vec(), query.as_bytes().to_vec());
     data.method = data.entry(b"".to_vec(), req.method.as_bytes().to_vec());
     data.protocol = data.entry(b"".to_vec(), req.version.as_bytes().to_vec());
@@ -796,6 +807,19 @@ fn fill_head(data: &mut RequestData, req: &HttpInput<'_>) {
         .and_then(|(_, v)| body::processor_for(v));
 }
 
+/// `%xx` decoded (not `+`); broken escapes kept.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    if !s.contains(&b'%') {
+        return s.to_vec();
+    }
+    let plus_kept: Vec<u8> = s
+        .split(|&b| b == b'+')
+        .map(|part| body::url_decode(part).0)
+        .collect::<Vec<_>>()
+        .join(&b'+');
+    plus_kept
+}
+
 /// The body processor (the content type's, or the one a rule chose with `ctl`).
 fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &State) {
     data.body_length = body.len();
@@ -807,7 +831,9 @@ fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &Stat
     if let Some(p) = processor {
         body::process(data, p, body, content_type);
     }
-    if processor == Some("URLENCODED") || processor.is_none() || st.force_body_var {
+    // Also for JSON (as Coraza does): rules written for the raw body (`"key":` patterns) see it.
+    if matches!(processor, Some("URLENCODED" | "JSON")) || processor.is_none() || st.force_body_var
+    {
         data.body = Some(data.entry(b"".to_vec(), body.to_vec()));
     }
 }

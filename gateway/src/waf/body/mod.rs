@@ -131,8 +131,12 @@ pub fn url_decode(s: &[u8]) -> (Vec<u8>, bool) {
     (out, bad)
 }
 
-/// `a=1&b=2&c`: pairs in order (a name without `=` has an empty value).
-pub fn parse_urlencoded(s: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, bool) {
+/// Decoded name/value pairs in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `a=1&b=2&c`: pairs in order (a name without `=` has an empty value), and whether an escape
+/// was broken.
+pub fn parse_urlencoded(s: &[u8]) -> (Pairs, bool) {
     let mut bad = false;
     let mut out = Vec::new();
     for part in s.split(|&b| b == b'&') {
@@ -152,7 +156,7 @@ pub fn parse_urlencoded(s: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, bool) {
 }
 
 /// Cookie header values: `a=1; b=2` (no URL decoding, as ModSecurity v2 version 0 cookies).
-pub fn parse_cookies(s: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn parse_cookies(s: &[u8]) -> Pairs {
     s.split(|&b| b == b';')
         .filter_map(|c| {
             let c = c.trim_ascii();

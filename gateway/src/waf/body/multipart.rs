@@ -23,7 +23,7 @@ fn boundary_of(content_type: &[u8], data: &mut RequestData) -> Option<Vec<u8>> {
     } else {
         rest.split([';', ' ', ',']).next().unwrap_or("")
     };
-    if b.is_empty() || lower[pos + 8..].contains("boundary") {
+    if b.is_empty() {
         return None;
     }
     Some(b.as_bytes().to_vec())
@@ -37,7 +37,7 @@ fn disposition_param(v: &[u8], name: &str, data: &mut RequestData) -> Option<Vec
         // Find "name=" at a parameter start.
         let at_start = i == 0 || s[i - 1] == b';' || s[i - 1] == b' ' || s[i - 1] == b'\t';
         if at_start
-            && s.len() >= i + name.len() + 1
+            && s.len() > i + name.len()
             && s[i..i + name.len()].eq_ignore_ascii_case(name.as_bytes())
         {
             let mut j = i + name.len();
@@ -53,8 +53,9 @@ fn disposition_param(v: &[u8], name: &str, data: &mut RequestData) -> Option<Vec
                     let mut out = Vec::new();
                     j += 1;
                     while j < s.len() && s[j] != b'"' {
-                        if s[j] == b'\\' && j + 1 < s.len() {
-                            data.multipart.invalid_quoting = true;
+                        // Only `\"` and `\\` are escapes; other backslashes stay (a Windows
+                        // path as file name), as in ModSecurity.
+                        if s[j] == b'\\' && j + 1 < s.len() && matches!(s[j + 1], b'"' | b'\\') {
                             j += 1;
                         }
                         out.push(s[j]);

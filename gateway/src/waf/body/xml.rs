@@ -69,7 +69,7 @@ pub fn process(data: &mut RequestData, body: &[u8]) {
                 let e = tag[s..].iter().position(|&b| b == q).map(|p| s + p);
                 match e {
                     Some(e) => {
-                        attrs.push(tag[s..e].to_vec());
+                        attrs.push(unescape(&tag[s..e]));
                         j = e + 1;
                     }
                     None => {
@@ -96,12 +96,49 @@ pub fn process(data: &mut RequestData, body: &[u8]) {
         data.reqbody_error = true;
         data.reqbody_error_msg = "XML parsing error".into();
     }
-    let e = data.entry(&b"/*"[..], text);
+    let e = data.entry(&b"/*"[..], unescape(&text));
     data.xml_text = Some(e);
     for a in attrs {
         let e = data.entry(&b"//@*"[..], a);
         data.xml_attrs.push(e);
     }
+}
+
+/// XML's predefined and numeric character references, as a parser hands them over.
+fn unescape(v: &[u8]) -> Vec<u8> {
+    if !v.contains(&b'&') {
+        return v.to_vec();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'&'
+            && let Some(len) = v[i..].iter().take(12).position(|&b| b == b';')
+        {
+            let name = &v[i + 1..i + len];
+            let ch: Option<u32> = match name {
+                b"quot" => Some('"' as u32),
+                b"amp" => Some('&' as u32),
+                b"lt" => Some('<' as u32),
+                b"gt" => Some('>' as u32),
+                b"apos" => Some('\'' as u32),
+                [b'#', b'x' | b'X', hex @ ..] => std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u32::from_str_radix(h, 16).ok()),
+                [b'#', dec @ ..] => std::str::from_utf8(dec).ok().and_then(|d| d.parse().ok()),
+                _ => None,
+            };
+            if let Some(c) = ch.and_then(char::from_u32) {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += len + 1;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
