@@ -127,7 +127,13 @@ mod tests {
             method: "POST",
             target: "/users",
             version: "HTTP/1.1",
-            headers: vec![HOST, UA, ACCEPT, (b"content-type", b"application/json")],
+            headers: vec![
+                HOST,
+                UA,
+                ACCEPT,
+                (b"content-type", b"application/json"),
+                (b"content-length", b"46"),
+            ],
             body: Some(body),
             remote_addr: "127.0.0.1".parse().expect("ip"),
             request_id: "t2",
@@ -148,6 +154,7 @@ mod tests {
         .expect("compiles");
         let out = engine.inspect(&input, &excl);
         assert_eq!(out.blocked_by, None, "{:?}", out.matches);
+        assert_eq!(out.anomaly_score, 0, "{:?}", out.matches);
     }
 
     #[test]
