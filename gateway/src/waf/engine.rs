@@ -64,6 +64,9 @@ pub struct Engine {
 
 /// Per-request mutable state.
 struct State {
+    /// TX by lowercase name: read by most rules, so looked up without building a key.
+    tx: HashMap<String, Vec<u8>>,
+    /// The other collections (`ip.x`, `session.x`), per request.
     vars: HashMap<String, Vec<u8>>,
     matched_var: Option<(String, Vec<u8>)>,
     matched_vars: Vec<(String, Vec<u8>)>,
@@ -116,7 +119,7 @@ impl Engine {
             rules,
             setup: setup
                 .into_iter()
-                .map(|(k, v)| (format!("tx.{}", k.to_ascii_lowercase()), v.into_bytes()))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
                 .collect(),
             mode,
         }
@@ -135,7 +138,8 @@ impl Engine {
         let mut data = RequestData::default();
         fill_head(&mut data, req);
         let mut st = State {
-            vars: self.setup.iter().cloned().collect(),
+            tx: self.setup.iter().cloned().collect(),
+            vars: HashMap::new(),
             matched_var: None,
             matched_vars: Vec::new(),
             removed_ids: excl.ids.clone(),
@@ -158,14 +162,14 @@ impl Engine {
             flow = self.run_phase(2, &data, &mut st);
         }
         let num = |k: &str| {
-            st.vars
+            st.tx
                 .get(k)
                 .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok())
                 .unwrap_or(0)
         };
-        let anomaly_score = num("tx.blocking_inbound_anomaly_score")
-            .max(num("tx.inbound_anomaly_score"))
-            .max(num("tx.anomaly_score"));
+        let anomaly_score = num("blocking_inbound_anomaly_score")
+            .max(num("inbound_anomaly_score"))
+            .max(num("anomaly_score"));
         let mut out = Outcome {
             matches: std::mem::take(&mut st.matches),
             blocked_by: None,
@@ -293,24 +297,51 @@ impl Engine {
         let Some(op) = &link.op else {
             return true;
         };
+        // Fast path for the many `SecRule TX:NAME "@lt 2"` guards: no copy unless it matches.
+        if let [
+            Target {
+                var: Var::Tx,
+                selector: Selector::Key(k),
+                count: false,
+            },
+        ] = link.targets.as_slice()
+            && link.chain_id == 0
+            && !link.capture
+            && !link.multi_match
+            && link.exclusions.is_empty()
+            && !st.removed_targets.iter().any(|(_, e)| e.var == Var::Tx)
+        {
+            let expand = |s: &str| expand_text(s, rule, data, st);
+            let hit = st
+                .tx
+                .get(k.as_str())
+                .is_some_and(|v| op.matches(v, &expand, None));
+            if !hit {
+                return false;
+            }
+            let value = st.tx.get(k.as_str()).cloned().unwrap_or_default();
+            st.matched_var = Some((format!("TX:{k}"), value.clone()));
+            st.matched_vars = vec![(format!("TX:{k}"), value)];
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
+            return true;
+        }
         scratch.clear();
-        let extra: Vec<&Exclusion> = if st.removed_targets.is_empty() {
-            Vec::new()
-        } else {
-            st.removed_targets
-                .iter()
-                .filter(|(sel, _)| match sel {
-                    RuleSel::All => true,
-                    RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
-                    RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
-                })
-                .map(|(_, e)| e)
-                .collect()
+        // Exclusions from `ctl` and the configuration that apply to this rule; checked per
+        // value rather than collected, so the common case allocates nothing.
+        let applies = |sel: &RuleSel| match sel {
+            RuleSel::All => true,
+            RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
+            RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
         };
         for t in &link.targets {
             collect(t, data, st, scratch, |var, key| {
                 link.exclusions.iter().any(|e| e.covers(var, key))
-                    || extra.iter().any(|e| e.covers(var, key))
+                    || st
+                        .removed_targets
+                        .iter()
+                        .any(|(sel, e)| e.covers(var, key) && applies(sel))
             });
         }
         let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
@@ -362,11 +393,11 @@ impl Engine {
             };
             let Some(value) = hit else { continue };
             if link.capture {
-                for k in 0..10 {
-                    st.vars.remove(&format!("tx.{k}"));
+                for k in CAPTURE_NAMES {
+                    st.tx.remove(k);
                 }
-                for (k, c) in caps.iter().take(10).enumerate() {
-                    st.vars.insert(format!("tx.{k}"), c.clone());
+                for (k, c) in CAPTURE_NAMES.iter().zip(caps.iter()) {
+                    st.tx.insert((*k).to_owned(), c.clone());
                 }
             }
             let name = var_name(cand.var, &cand.key);
@@ -391,17 +422,22 @@ impl Engine {
                 op,
             } => {
                 let lk = |r: &str| lookup(r, rule, data, st);
-                let key = format!("{collection}.{}", name.expand(&lk).to_ascii_lowercase());
+                let name = name.expand(&lk).to_ascii_lowercase();
                 let arg = match op {
                     SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => m.expand(&lk),
                     SetOp::Delete => String::new(),
                 };
-                match apply_setop(st.vars.get(&key).map(Vec::as_slice), op, &arg) {
+                let (map, key) = if collection == "tx" {
+                    (&mut st.tx, name)
+                } else {
+                    (&mut st.vars, format!("{collection}.{name}"))
+                };
+                match apply_setop(map.get(&key).map(Vec::as_slice), op, &arg) {
                     Some(v) => {
-                        st.vars.insert(key, v);
+                        map.insert(key, v);
                     }
                     None => {
-                        st.vars.remove(&key);
+                        map.remove(&key);
                     }
                 }
             }
@@ -428,6 +464,8 @@ impl Engine {
         }
     }
 }
+
+const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 fn transform<'v>(chain: &[super::transform::Transform], v: &'v [u8]) -> Cow<'v, [u8]> {
     let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v);
@@ -464,7 +502,11 @@ fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String
         None => (r, None),
     };
     match (coll, key) {
-        ("tx" | "ip" | "session" | "global" | "user" | "resource", Some(k)) => st
+        ("tx", Some(k)) => st
+            .tx
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        ("ip" | "session" | "global" | "user" | "resource", Some(k)) => st
             .vars
             .get(&format!("{coll}.{k}"))
             .map(|v| String::from_utf8_lossy(v).into_owned()),
@@ -656,8 +698,34 @@ fn collect<'d>(
                 });
             }
         }
-        Var::Tx | Var::Ip | Var::Session | Var::Global => {
-            let prefix = t.var.collection_prefix().unwrap_or("tx");
+        Var::Tx => match sel {
+            Selector::Key(k) => {
+                if let Some(v) = st.tx.get(k.as_str())
+                    && !ex(t.var, k.as_bytes())
+                {
+                    out.push(Cand {
+                        var: t.var,
+                        key: Cow::Owned(k.as_bytes().to_vec()),
+                        value: Cow::Owned(v.clone()),
+                        slot: 0,
+                    });
+                }
+            }
+            _ => {
+                for (k, v) in &st.tx {
+                    if sel.matches(k.as_bytes()) && !ex(t.var, k.as_bytes()) {
+                        out.push(Cand {
+                            var: t.var,
+                            key: Cow::Owned(k.as_bytes().to_vec()),
+                            value: Cow::Owned(v.clone()),
+                            slot: 0,
+                        });
+                    }
+                }
+            }
+        },
+        Var::Ip | Var::Session | Var::Global => {
+            let prefix = t.var.collection_prefix().unwrap_or("ip");
             match sel {
                 Selector::Key(k) => {
                     if let Some(v) = st.vars.get(&format!("{prefix}.{k}"))
