@@ -295,6 +295,10 @@ impl Engine {
         scratch: &mut Vec<Cand<'d>>,
     ) -> bool {
         let Some(op) = &link.op else {
+            // SecAction: matches once, unconditionally.
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
             return true;
         };
         // Fast path for the many `SecRule TX:NAME "@lt 2"` guards: no copy unless it matches.

@@ -158,6 +158,27 @@ mod tests {
     }
 
     #[test]
+    fn phase_scores_are_not_counted_twice() {
+        // 920180 (a warning, 3 points) fires in phase 1; CRS resets the aggregate at the start of
+        // phase 2 (SecAction 949059) so the request stays under the threshold of 5.
+        let engine = crs_engine(1, "block");
+        let input = HttpInput {
+            method: "POST",
+            target: "/x",
+            version: "HTTP/1.1",
+            headers: vec![HOST, UA, ACCEPT],
+            body: None,
+            remote_addr: "127.0.0.1".parse().expect("ip"),
+            request_id: "t3",
+        };
+        let out = engine.inspect(&input, &Exclusions::default());
+        let ids: Vec<u32> = out.matches.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![920180]);
+        assert_eq!(out.anomaly_score, 3);
+        assert_eq!(out.blocked_by, None);
+    }
+
+    #[test]
     fn detect_mode_never_blocks() {
         let engine = crs_engine(1, "detect");
         let out = engine.inspect(
