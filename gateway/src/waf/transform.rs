@@ -1602,7 +1602,10 @@ mod tests {
                 (b"546573740043617365", b"Test\x00Case"),
                 // secrules-language-tests hexDecode.json: no validation, ModSecurity's x2c
                 // ("0z" is '#'; the JSON file cannot hold the 0x89 byte of "89").
-                (b"01234567890a0z01234567890a", b"\x01#Eg\x89\n#\x01#Eg\x89\n"),
+                (
+                    b"01234567890a0z01234567890a",
+                    b"\x01#Eg\x89\n#\x01#Eg\x89\n",
+                ),
                 (b"01234567890az", b"\x01#Eg\x89\n"),
                 (b"546573744", b"Test"),
                 (b"", b""),
