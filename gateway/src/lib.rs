@@ -14,4 +14,5 @@ pub mod ratelimit;
 pub mod telemetry;
 pub mod tls;
 pub mod validate;
+pub mod waf;
 pub mod xdp;

@@ -178,6 +178,9 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("auth_replay", 5.0),
     // Authorisation: a valid caller asking for more than it may.
     ("authz_denied", 2.0),
+    // A WAF verdict carries the CRS anomaly score as its weight; these apply without one.
+    ("waf_blocked", 10.0),
+    ("waf_detected", 5.0),
 ];
 
 impl DefenseSection {

@@ -130,6 +130,9 @@ pub struct RouteConfig {
     /// Needs `auth`.
     #[serde(default)]
     pub require: Option<crate::authz::RequireConfig>,
+    /// The WAF on this route: `on`, `off` (default), or `{ exclusions: [...] }`.
+    #[serde(default)]
+    pub waf: Option<crate::waf::RouteWaf>,
 }
 
 fn yes() -> bool {

@@ -97,6 +97,9 @@ pub struct Config {
     /// Security events (ECS JSON to a file, stdout or syslog).
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// The web application firewall (OWASP CRS); routes opt in with `waf: on`.
+    #[serde(default)]
+    pub waf: Option<crate::waf::WafSection>,
     /// How long SIGTERM waits for requests in flight.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     #[schemars(with = "String")]
@@ -235,6 +238,14 @@ impl Config {
                 }
             }
         }
+        if let Some(w) = &mut self.waf {
+            for r in &mut w.rules {
+                fix(r);
+            }
+            if let Some(a) = &mut w.audit_log {
+                fix(a);
+            }
+        }
         for l in &mut self.listeners {
             if let Some(tls) = &mut l.tls {
                 for pair in &mut tls.certificates {
@@ -304,6 +315,23 @@ impl Config {
         self.admin.validate()?;
         if let Some(e) = &self.telemetry.events {
             e.validate()?;
+        }
+        if let Some(w) = &self.waf {
+            w.validate()?;
+        }
+        if self.waf.is_none()
+            && let Some(r) = self
+                .routes
+                .iter()
+                .find(|r| r.waf.as_ref().is_some_and(|w| w.enabled()))
+        {
+            return Err((
+                "waf",
+                format!(
+                    "route `{}` turns the WAF on but there is no top-level `waf` section",
+                    r.name.as_deref().unwrap_or("?")
+                ),
+            ));
         }
         if self.workers.is_some_and(|w| w == 0 || w > 1024) {
             return Err(("workers", "workers must be 1..=1024".into()));

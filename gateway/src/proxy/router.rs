@@ -51,6 +51,8 @@ pub struct Route {
     pub auth: Option<std::sync::Arc<crate::auth::RouteAuth>>,
     /// Rights this route requires (`authz`).
     pub require: Option<std::sync::Arc<crate::authz::RouteRequire>>,
+    /// The WAF runs on this route, with these route-level exclusions.
+    pub waf: Option<std::sync::Arc<crate::waf::Exclusions>>,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -165,6 +167,13 @@ impl Router {
                 c.csrf.as_ref(),
             )
             .map_err(|e| (i, e))?;
+            let waf = match &c.waf {
+                Some(w) if w.enabled() => Some(std::sync::Arc::new(
+                    crate::waf::stage::compile_exclusions(w.exclusions())
+                        .map_err(|e| (i, e.to_string()))?,
+                )),
+                _ => None,
+            };
             routes.push(Route {
                 name: c.name.clone().unwrap_or_else(|| format!("route-{i}")),
                 upstream: c.upstream.clone(),
@@ -175,13 +184,15 @@ impl Router {
                 add_prefix: c.add_prefix.clone(),
                 security_headers: c.security_headers.clone(),
                 hide_upstream_identity: c.hide_upstream_identity,
-                buffer_body: checks.reads_body(),
+                // Validation and the WAF (phase 2) read the body.
+                buffer_body: checks.reads_body() || waf.is_some(),
                 rate_limits,
                 bot_signals: c.bot_signals,
                 response_filter,
                 checks,
                 auth: None,
                 require: None,
+                waf,
                 host,
                 path,
                 methods,

@@ -47,6 +47,9 @@ pub enum ProxyError {
     Upstreams(String),
     #[error("{0}")]
     Auth(String),
+    /// The WAF rules did not load (the reason names file:line).
+    #[error("waf: {0}")]
+    Waf(String),
 }
 
 /// A bound listener, as tests and logs see it.
@@ -110,6 +113,12 @@ fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError
         ratelimit,
         bot,
         auth: auth.auth,
+        waf: match &config.waf {
+            Some(section) => Some(Arc::new(
+                crate::waf::Waf::build(section).map_err(|e| ProxyError::Waf(e.to_string()))?,
+            )),
+            None => None,
+        },
     })
 }
 

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub bot: Option<crate::bot::Detector>,
     /// Identity headers to strip; the per-route requirements live on the routes.
     pub auth: crate::auth::Auth,
+    /// The WAF of this generation (rules compiled once); `None` without a `waf` section.
+    pub waf: Option<Arc<crate::waf::Waf>>,
 }
 
 /// Shared by every connection of every listener.
@@ -535,6 +537,10 @@ async fn stages(
         .check_consumer(ctx, &parts.headers, admission)?;
 
     // -- stage: WAF --
+    if let (Some(waf), Some(excl)) = (&runtime.waf, &ctx.route.waf) {
+        let excl = Arc::clone(excl);
+        waf.judge(&excl, ctx, parts)?;
+    }
 
     Ok(())
 }

@@ -1,0 +1,240 @@
+//! Request body processors: what ModSecurity and Coraza turn a body into before phase 2
+//! (`ARGS_POST`, `FILES`, `XML`, `REQBODY_ERROR`). URL-encoded forms, JSON (flattened as
+//! `json.a.b` / `json.list.0`), multipart (strict, with the flags CRS reads) and minimal XML.
+
+mod multipart;
+mod xml;
+
+use super::variables::RequestData;
+
+/// Which processor a content type selects by default (ModSecurity's recommended configuration
+/// turns on JSON and XML the same way).
+pub fn processor_for(content_type: &[u8]) -> Option<&'static str> {
+    let ct = String::from_utf8_lossy(content_type).to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime == "application/x-www-form-urlencoded" {
+        Some("URLENCODED")
+    } else if mime.starts_with("multipart/form-data") {
+        Some("MULTIPART")
+    } else if mime == "application/json" || mime.ends_with("+json") {
+        Some("JSON")
+    } else if mime == "text/xml" || mime == "application/xml" || mime.ends_with("+xml") {
+        Some("XML")
+    } else {
+        None
+    }
+}
+
+/// Runs `processor` over `body`, filling `data`.
+pub fn process(data: &mut RequestData, processor: &str, body: &[u8], content_type: &[u8]) {
+    match processor {
+        "URLENCODED" => {
+            let (args, bad) = parse_urlencoded(body);
+            data.urlencoded_error |= bad;
+            for (k, v) in args {
+                let e = data.entry(k, v);
+                data.args_post.push(e);
+            }
+        }
+        "JSON" => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) => {
+                let mut out = Vec::new();
+                flatten_json(&v, &mut String::from("json"), &mut out, 0);
+                for (k, v) in out {
+                    let e = data.entry(k, v);
+                    data.args_post.push(e);
+                }
+            }
+            Err(e) => {
+                data.reqbody_error = true;
+                data.reqbody_error_msg = format!("JSON parsing error: {e}");
+            }
+        },
+        "MULTIPART" => multipart::process(data, body, content_type),
+        "XML" => xml::process(data, body),
+        _ => {}
+    }
+}
+
+/// Deeper JSON is refused as a parse error rather than recursed into (stack safety).
+const MAX_JSON_DEPTH: usize = 512;
+
+fn flatten_json(
+    v: &serde_json::Value,
+    prefix: &mut String,
+    out: &mut Vec<(String, Vec<u8>)>,
+    depth: usize,
+) {
+    use serde_json::Value;
+    if depth > MAX_JSON_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let len = prefix.len();
+                prefix.push('.');
+                prefix.push_str(k);
+                flatten_json(child, prefix, out, depth + 1);
+                prefix.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let len = prefix.len();
+                prefix.push('.');
+                prefix.push_str(&i.to_string());
+                flatten_json(child, prefix, out, depth + 1);
+                prefix.truncate(len);
+            }
+        }
+        Value::String(s) => out.push((prefix.clone(), s.as_bytes().to_vec())),
+        Value::Number(n) => out.push((prefix.clone(), n.to_string().into_bytes())),
+        Value::Bool(b) => out.push((prefix.clone(), b.to_string().into_bytes())),
+        Value::Null => out.push((prefix.clone(), Vec::new())),
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `+` and `%xx` decoded; a broken escape is kept as written and reported.
+pub fn url_decode(s: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bad = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(h), Some(l)) = (
+                    s.get(i + 1).copied().and_then(hex),
+                    s.get(i + 2).copied().and_then(hex),
+                ) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                bad = true;
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    (out, bad)
+}
+
+/// Decoded name/value pairs in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `a=1&b=2&c`: pairs in order (a name without `=` has an empty value), and whether an escape
+/// was broken.
+pub fn parse_urlencoded(s: &[u8]) -> (Pairs, bool) {
+    let mut bad = false;
+    let mut out = Vec::new();
+    for part in s.split(|&b| b == b'&') {
+        if part.is_empty() {
+            continue;
+        }
+        let (k, v) = match part.iter().position(|&b| b == b'=') {
+            Some(p) => (&part[..p], &part[p + 1..]),
+            None => (part, &b""[..]),
+        };
+        let (k, b1) = url_decode(k);
+        let (v, b2) = url_decode(v);
+        bad |= b1 | b2;
+        out.push((k, v));
+    }
+    (out, bad)
+}
+
+/// Cookie header values: `a=1; b=2` (no URL decoding, as ModSecurity v2 version 0 cookies).
+pub fn parse_cookies(s: &[u8]) -> Pairs {
+    s.split(|&b| b == b';')
+        .filter_map(|c| {
+            let c = c.trim_ascii();
+            if c.is_empty() {
+                return None;
+            }
+            Some(match c.iter().position(|&b| b == b'=') {
+                Some(p) => (c[..p].trim_ascii().to_vec(), c[p + 1..].to_vec()),
+                None => (c.to_vec(), Vec::new()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_flattens_like_coraza() {
+        let mut d = RequestData::default();
+        process(
+            &mut d,
+            "JSON",
+            br#"{"a":{"b":"x' or 1=1"},"l":[1,true,null]}"#,
+            b"application/json",
+        );
+        let got: Vec<(String, String)> = d
+            .args_post
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    String::from_utf8_lossy(&e.value).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("json.a.b".into(), "x' or 1=1".into()),
+                ("json.l.0".into(), "1".into()),
+                ("json.l.1".into(), "true".into()),
+                ("json.l.2".into(), "".into()),
+            ]
+        );
+        let mut bad = RequestData::default();
+        process(&mut bad, "JSON", b"{nope", b"application/json");
+        assert!(bad.reqbody_error);
+    }
+
+    #[test]
+    fn urlencoded_pairs() {
+        let (pairs, bad) = parse_urlencoded(b"a=1+2&b=%27&c&d=%zz");
+        assert_eq!(pairs[0], (b"a".to_vec(), b"1 2".to_vec()));
+        assert_eq!(pairs[1], (b"b".to_vec(), b"'".to_vec()));
+        assert_eq!(pairs[2], (b"c".to_vec(), b"".to_vec()));
+        assert!(bad);
+    }
+
+    #[test]
+    fn cookies_split() {
+        let c = parse_cookies(b"a=1; b = x=y;c");
+        assert_eq!(c[1], (b"b".to_vec(), b" x=y".to_vec()));
+        assert_eq!(c[2], (b"c".to_vec(), b"".to_vec()));
+    }
+
+    #[test]
+    fn processors_by_content_type() {
+        assert_eq!(
+            processor_for(b"application/json; charset=utf-8"),
+            Some("JSON")
+        );
+        assert_eq!(processor_for(b"application/vnd.api+json"), Some("JSON"));
+        assert_eq!(
+            processor_for(b"multipart/form-data; boundary=x"),
+            Some("MULTIPART")
+        );
+        assert_eq!(processor_for(b"text/plain"), None);
+    }
+}

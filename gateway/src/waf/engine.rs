@@ -1,0 +1,911 @@
+//! Evaluating a loaded rule set against one request: phase 1 on the head, the body processor,
+//! phase 2 on the body. Rules are compiled once at load; per request the engine allocates only
+//! for what matched, for transformed values (cached per value and transformation chain) and for
+//! TX variables the rules set.
+
+use std::{borrow::Cow, collections::HashMap, net::IpAddr};
+
+use super::{
+    actions::{Action, Ctl, EngineOverride, SetOp, apply_setop},
+    body,
+    rule::{Disruptive, Item, Link, Rule, RuleSet},
+    variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
+};
+
+/// Whether a rule that denies stops the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Block,
+    Detect,
+}
+
+/// The request as the engine sees it (raw request target, headers in order).
+pub struct HttpInput<'a> {
+    pub method: &'a str,
+    /// The request target as sent (`/a?b=c`, or an absolute URI).
+    pub target: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub version: &'a str,
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub body: Option<&'a [u8]>,
+    pub remote_addr: IpAddr,
+    pub request_id: &'a str,
+}
+
+/// One rule that matched (and logs).
+#[derive(Clone, Debug)]
+pub struct RuleMatch {
+    pub id: u32,
+    pub msg: String,
+    pub data: String,
+    /// `ARGS:q`, `REQUEST_HEADERS:user-agent`.
+    pub variable: String,
+    pub value: Vec<u8>,
+    pub severity: Option<u8>,
+}
+
+/// What the engine decided.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub matches: Vec<RuleMatch>,
+    /// The rule whose `deny` stopped the request (blocking mode only).
+    pub blocked_by: Option<u32>,
+    pub status: u16,
+    /// CRS's inbound anomaly score at the blocking paranoia level.
+    pub anomaly_score: i64,
+}
+
+pub struct Engine {
+    rules: RuleSet,
+    /// TX variables every transaction starts with (the crs-setup.conf equivalent).
+    setup: Vec<(String, Vec<u8>)>,
+    mode: Mode,
+}
+
+/// Per-request mutable state.
+struct State {
+    /// TX by lowercase name: read by most rules, so looked up without building a key.
+    tx: HashMap<String, Vec<u8>>,
+    /// The other collections (`ip.x`, `session.x`), per request.
+    vars: HashMap<String, Vec<u8>>,
+    matched_var: Option<(String, Vec<u8>)>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    removed_ids: Vec<(u32, u32)>,
+    removed_tags: Vec<String>,
+    removed_targets: Vec<(RuleSel, Exclusion)>,
+    engine: Option<EngineOverride>,
+    processor: Option<&'static str>,
+    force_body_var: bool,
+    matches: Vec<RuleMatch>,
+    cache: HashMap<(u32, u32), Vec<u8>>,
+}
+
+/// Which rules an exclusion applies to.
+#[derive(Clone, Debug)]
+pub enum RuleSel {
+    All,
+    Ids(Vec<(u32, u32)>),
+    Tag(String),
+}
+
+/// Rules and targets removed for a route (and from the global configuration), on top of what
+/// the rules' own `ctl` actions remove.
+#[derive(Clone, Debug, Default)]
+pub struct Exclusions {
+    pub ids: Vec<(u32, u32)>,
+    pub tags: Vec<String>,
+    pub targets: Vec<(RuleSel, Exclusion)>,
+}
+
+/// One value a target yields.
+struct Cand<'d> {
+    var: Var,
+    key: Cow<'d, [u8]>,
+    value: Cow<'d, [u8]>,
+    /// Cache key part; 0 for values that change during the request (TX, MATCHED_VARS).
+    slot: u32,
+}
+
+enum Flow {
+    Continue,
+    Deny(u32, u16),
+    Allow,
+    Stop,
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, setup: Vec<(String, String)>, mode: Mode) -> Self {
+        Self {
+            rules,
+            setup: setup
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
+                .collect(),
+            mode,
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.rule_count
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Runs phases 1 and 2 over `req`.
+    pub fn inspect(&self, req: &HttpInput<'_>, excl: &Exclusions) -> Outcome {
+        let mut data = RequestData::default();
+        fill_head(&mut data, req);
+        let mut st = State {
+            tx: self.setup.iter().cloned().collect(),
+            vars: HashMap::new(),
+            matched_var: None,
+            matched_vars: Vec::new(),
+            removed_ids: excl.ids.clone(),
+            removed_tags: excl.tags.clone(),
+            removed_targets: excl.targets.clone(),
+            engine: None,
+            processor: None,
+            force_body_var: false,
+            matches: Vec::new(),
+            cache: HashMap::new(),
+        };
+        let mut flow = self.run_phase(1, &data, &mut st);
+        if matches!(flow, Flow::Continue) {
+            let ct = req
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+                .map_or(&b""[..], |(_, v)| *v);
+            fill_body(&mut data, req.body.unwrap_or(b""), ct, &st);
+            flow = self.run_phase(2, &data, &mut st);
+        }
+        let num = |k: &str| {
+            st.tx
+                .get(k)
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let anomaly_score = num("blocking_inbound_anomaly_score")
+            .max(num("inbound_anomaly_score"))
+            .max(num("anomaly_score"));
+        let mut out = Outcome {
+            matches: std::mem::take(&mut st.matches),
+            blocked_by: None,
+            status: 200,
+            anomaly_score,
+        };
+        if let Flow::Deny(id, status) = flow {
+            out.blocked_by = Some(id);
+            out.status = status;
+        }
+        out
+    }
+
+    fn blocking(&self, st: &State) -> bool {
+        match st.engine {
+            Some(EngineOverride::On) => true,
+            Some(_) => false,
+            None => self.mode == Mode::Block,
+        }
+    }
+
+    fn run_phase(&self, phase: usize, data: &RequestData, st: &mut State) -> Flow {
+        let p = &self.rules.phases[phase];
+        let mut i = 0;
+        let mut scratch: Vec<Cand<'_>> = Vec::with_capacity(32);
+        while i < p.items.len() {
+            let Item::Rule(rule) = &p.items[i] else {
+                i += 1;
+                continue;
+            };
+            i += 1;
+            if st.engine == Some(EngineOverride::Off) {
+                return Flow::Stop;
+            }
+            if self.removed(rule, st) {
+                continue;
+            }
+            if !self.eval_rule(rule, data, st, &mut scratch) {
+                continue;
+            }
+            match rule.disruptive {
+                Disruptive::Deny | Disruptive::Drop if self.blocking(st) => {
+                    return Flow::Deny(rule.id, rule.status.unwrap_or(403));
+                }
+                Disruptive::Allow => return Flow::Allow,
+                _ => {}
+            }
+            if let Some(m) = &rule.skip_after {
+                if let Some(&at) = p.markers.get(m) {
+                    i = at + 1;
+                }
+            } else if rule.skip > 0 {
+                let mut left = rule.skip;
+                while left > 0 && i < p.items.len() {
+                    if matches!(p.items[i], Item::Rule(_)) {
+                        left -= 1;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn removed(&self, rule: &Rule, st: &State) -> bool {
+        st.removed_ids
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&rule.id))
+            || (!st.removed_tags.is_empty()
+                && rule
+                    .tags
+                    .iter()
+                    .any(|t| st.removed_tags.iter().any(|r| r.eq_ignore_ascii_case(t))))
+    }
+
+    /// Whether every link of the rule matched; runs the actions and records the match if so.
+    fn eval_rule<'d>(
+        &self,
+        rule: &Rule,
+        data: &'d RequestData,
+        st: &mut State,
+        scratch: &mut Vec<Cand<'d>>,
+    ) -> bool {
+        // As in ModSecurity, a link's actions run for every value it matches, as soon as it
+        // matches: the next link may read what they set (CRS 920420 sets `tx.content_type` for
+        // its chained check; 920450 one TX variable per restricted header).
+        for link in &rule.links {
+            if !self.eval_link(rule, link, data, st, scratch) {
+                return false;
+            }
+        }
+        if rule.log && (rule.msg.is_some() || rule.logdata.is_some()) {
+            let lookup = |r: &str| lookup(r, rule, data, st);
+            let msg = rule
+                .msg
+                .as_ref()
+                .map(|m| m.expand(&lookup))
+                .unwrap_or_default();
+            let logdata = rule
+                .logdata
+                .as_ref()
+                .map(|m| m.expand(&lookup))
+                .unwrap_or_default();
+            let (variable, value) = st.matched_var.clone().unwrap_or_default();
+            st.matches.push(RuleMatch {
+                id: rule.id,
+                msg,
+                data: logdata,
+                variable,
+                value,
+                severity: rule.severity,
+            });
+        }
+        true
+    }
+
+    fn eval_link<'d>(
+        &self,
+        rule: &Rule,
+        link: &Link,
+        data: &'d RequestData,
+        st: &mut State,
+        scratch: &mut Vec<Cand<'d>>,
+    ) -> bool {
+        let Some(op) = &link.op else {
+            // SecAction: matches once, unconditionally.
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
+            return true;
+        };
+        // Fast path for the many `SecRule TX:NAME "@lt 2"` guards: no copy unless it matches.
+        if let [
+            Target {
+                var: Var::Tx,
+                selector: Selector::Key(k),
+                count: false,
+            },
+        ] = link.targets.as_slice()
+            && link.chain_id == 0
+            && !link.capture
+            && !link.multi_match
+            && link.exclusions.is_empty()
+            && !st.removed_targets.iter().any(|(_, e)| e.var == Var::Tx)
+        {
+            let expand = |s: &str| expand_text(s, rule, data, st);
+            let hit = st
+                .tx
+                .get(k.as_str())
+                .is_some_and(|v| op.matches(v, &expand, None));
+            if !hit {
+                return false;
+            }
+            let value = st.tx.get(k.as_str()).cloned().unwrap_or_default();
+            st.matched_var = Some((format!("TX:{k}"), value.clone()));
+            st.matched_vars = vec![(format!("TX:{k}"), value)];
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
+            return true;
+        }
+        scratch.clear();
+        // Exclusions from `ctl` and the configuration that apply to this rule; checked per
+        // value rather than collected, so the common case allocates nothing.
+        let applies = |sel: &RuleSel| match sel {
+            RuleSel::All => true,
+            RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
+            RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
+        };
+        for t in &link.targets {
+            collect(t, data, st, scratch, |var, key| {
+                link.exclusions.iter().any(|e| e.covers(var, key))
+                    || st
+                        .removed_targets
+                        .iter()
+                        .any(|(sel, e)| e.covers(var, key) && applies(sel))
+            });
+        }
+        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut caps: Vec<Vec<u8>> = Vec::new();
+        for cand in scratch.iter() {
+            let expand = |s: &str| expand_text(s, rule, data, st);
+            let hit: Option<Vec<u8>> = if link.multi_match {
+                let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
+                let mut found = None;
+                caps.clear();
+                if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
+                    found = Some(cur.to_vec());
+                }
+                if found.is_none() {
+                    for t in link.transforms.iter() {
+                        let next = t.apply(&cur).into_owned();
+                        if next.as_slice() == &*cur {
+                            continue;
+                        }
+                        cur = Cow::Owned(next);
+                        caps.clear();
+                        if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
+                            found = Some(cur.to_vec());
+                            break;
+                        }
+                    }
+                }
+                found
+            } else {
+                let value: Cow<'_, [u8]> = if link.chain_id == 0 {
+                    Cow::Borrowed(&cand.value)
+                } else if cand.slot != 0 {
+                    if let Some(v) = st.cache.get(&(cand.slot, link.chain_id)) {
+                        Cow::Borrowed(v.as_slice())
+                    } else {
+                        let v = transform(&link.transforms, &cand.value).into_owned();
+                        Cow::Owned(v)
+                    }
+                } else {
+                    transform(&link.transforms, &cand.value)
+                };
+                caps.clear();
+                let m = op.matches(&value, &expand, link.capture.then_some(&mut caps));
+                let v = m.then(|| value.to_vec());
+                if let (Cow::Owned(owned), true) = (value, cand.slot != 0) {
+                    st.cache.insert((cand.slot, link.chain_id), owned);
+                }
+                v
+            };
+            let Some(value) = hit else { continue };
+            if link.capture {
+                for k in CAPTURE_NAMES {
+                    st.tx.remove(k);
+                }
+                for (k, c) in CAPTURE_NAMES.iter().zip(caps.iter()) {
+                    st.tx.insert((*k).to_owned(), c.clone());
+                }
+            }
+            let name = var_name(cand.var, &cand.key);
+            st.matched_var = Some((name.clone(), value.clone()));
+            new_matches.push((name, value));
+            for action in &link.actions {
+                self.exec(rule, action, data, st);
+            }
+        }
+        if new_matches.is_empty() {
+            return false;
+        }
+        st.matched_vars = new_matches;
+        true
+    }
+
+    fn exec(&self, rule: &Rule, action: &Action, data: &RequestData, st: &mut State) {
+        match action {
+            Action::SetVar {
+                collection,
+                name,
+                op,
+            } => {
+                let lk = |r: &str| lookup(r, rule, data, st);
+                let name = name.expand(&lk).to_ascii_lowercase();
+                let arg = match op {
+                    SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => m.expand(&lk),
+                    SetOp::Delete => String::new(),
+                };
+                let (map, key) = if collection == "tx" {
+                    (&mut st.tx, name)
+                } else {
+                    (&mut st.vars, format!("{collection}.{name}"))
+                };
+                match apply_setop(map.get(&key).map(Vec::as_slice), op, &arg) {
+                    Some(v) => {
+                        map.insert(key, v);
+                    }
+                    None => {
+                        map.remove(&key);
+                    }
+                }
+            }
+            Action::Ctl(ctl) => match ctl {
+                Ctl::RuleRemoveById(r) => st.removed_ids.extend_from_slice(r),
+                Ctl::RuleRemoveByTag(t) => st.removed_tags.push(t.clone()),
+                Ctl::RuleRemoveTargetById(r, ex) => {
+                    for e in ex {
+                        st.removed_targets
+                            .push((RuleSel::Ids(r.clone()), e.clone()));
+                    }
+                }
+                Ctl::RuleRemoveTargetByTag(t, ex) => {
+                    for e in ex {
+                        st.removed_targets
+                            .push((RuleSel::Tag(t.clone()), e.clone()));
+                    }
+                }
+                Ctl::RuleEngine(m) => st.engine = Some(*m),
+                Ctl::RequestBodyProcessor(p) => st.processor = Some(p),
+                Ctl::ForceRequestBodyVariable(on) => st.force_body_var = *on,
+                Ctl::Ignored => {}
+            },
+        }
+    }
+}
+
+const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+fn transform<'v>(chain: &[super::transform::Transform], v: &'v [u8]) -> Cow<'v, [u8]> {
+    let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v);
+    for t in chain {
+        cur = match cur {
+            Cow::Borrowed(b) => t.apply(b),
+            Cow::Owned(o) => Cow::Owned(t.apply(&o).into_owned()),
+        };
+    }
+    cur
+}
+
+fn var_name(var: Var, key: &[u8]) -> String {
+    if key.is_empty() {
+        var.name().to_owned()
+    } else {
+        format!("{}:{}", var.name(), String::from_utf8_lossy(key))
+    }
+}
+
+/// Operators get either a whole argument with `%{...}` in it or one reference name.
+fn expand_text(s: &str, rule: &Rule, data: &RequestData, st: &State) -> String {
+    if s.contains("%{") {
+        super::actions::Macro::parse(s).expand(&|r| lookup(r, rule, data, st))
+    } else {
+        lookup(&s.to_ascii_lowercase(), rule, data, st).unwrap_or_default()
+    }
+}
+
+/// A macro reference (`tx.x`, `matched_var`, `request_headers.host`, `rule.id`), lowercase.
+fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String> {
+    let (coll, key) = match r.split_once('.') {
+        Some((c, k)) => (c, Some(k)),
+        None => (r, None),
+    };
+    match (coll, key) {
+        ("tx", Some(k)) => st
+            .tx
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        ("ip" | "session" | "global" | "user" | "resource", Some(k)) => st
+            .vars
+            .get(&format!("{coll}.{k}"))
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        ("matched_var", None) => st
+            .matched_var
+            .as_ref()
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+        ("matched_var_name", None) => st.matched_var.as_ref().map(|(n, _)| n.clone()),
+        ("rule", Some("id")) => Some(rule.id.to_string()),
+        ("rule", Some("msg")) => rule
+            .msg
+            .as_ref()
+            .map(|m| m.literal().unwrap_or_default().to_owned()),
+        ("rule", Some("severity")) => rule.severity.map(|s| s.to_string()),
+        ("rule", Some(_)) => None,
+        ("reqbody_error_msg", None) => Some(data.reqbody_error_msg.clone()),
+        _ => {
+            let var = Var::from_name(coll)?;
+            let target = Target {
+                var,
+                selector: key.map_or(Selector::All, |k| Selector::Key(k.to_owned())),
+                count: false,
+            };
+            let mut out = Vec::new();
+            collect(&target, data, st, &mut out, |_, _| false);
+            out.first()
+                .map(|c| String::from_utf8_lossy(&c.value).into_owned())
+        }
+    }
+}
+
+fn push_entries<'d>(
+    var: Var,
+    entries: &'d [Entry],
+    sel: &Selector,
+    names: bool,
+    out: &mut Vec<Cand<'d>>,
+    excluded: &dyn Fn(Var, &[u8]) -> bool,
+) {
+    for e in entries {
+        if !sel.matches(&e.key) || excluded(var, &e.key) {
+            continue;
+        }
+        out.push(Cand {
+            var,
+            key: Cow::Borrowed(&e.key),
+            value: Cow::Borrowed(if names { &e.key } else { &e.value }),
+            slot: if names { 0 } else { e.slot },
+        });
+    }
+}
+
+fn scalar<'d>(var: Var, e: &'d Entry, out: &mut Vec<Cand<'d>>) {
+    out.push(Cand {
+        var,
+        key: Cow::Borrowed(b""),
+        value: Cow::Borrowed(&e.value),
+        slot: e.slot,
+    });
+}
+
+fn owned(var: Var, v: impl Into<Vec<u8>>, out: &mut Vec<Cand<'_>>) {
+    out.push(Cand {
+        var,
+        key: Cow::Borrowed(b""),
+        value: Cow::Owned(v.into()),
+        slot: 0,
+    });
+}
+
+fn flag(var: Var, on: bool, out: &mut Vec<Cand<'_>>) {
+    owned(var, if on { &b"1"[..] } else { &b"0"[..] }, out);
+}
+
+/// Every value `t` yields (or their count for `&VAR`), minus exclusions.
+fn collect<'d>(
+    t: &Target,
+    data: &'d RequestData,
+    st: &State,
+    out: &mut Vec<Cand<'d>>,
+    excluded: impl Fn(Var, &[u8]) -> bool,
+) {
+    let start = out.len();
+    let sel = &t.selector;
+    let ex: &dyn Fn(Var, &[u8]) -> bool = &excluded;
+    match t.var {
+        Var::Args => {
+            push_entries(Var::Args, &data.args_get, sel, false, out, ex);
+            push_entries(Var::Args, &data.args_post, sel, false, out, ex);
+        }
+        Var::ArgsGet => push_entries(Var::ArgsGet, &data.args_get, sel, false, out, ex),
+        Var::ArgsPost => push_entries(Var::ArgsPost, &data.args_post, sel, false, out, ex),
+        Var::ArgsNames => {
+            push_entries(Var::ArgsNames, &data.args_get, sel, true, out, ex);
+            push_entries(Var::ArgsNames, &data.args_post, sel, true, out, ex);
+        }
+        Var::ArgsGetNames => push_entries(Var::ArgsGetNames, &data.args_get, sel, true, out, ex),
+        Var::ArgsPostNames => push_entries(Var::ArgsPostNames, &data.args_post, sel, true, out, ex),
+        Var::RequestHeaders => {
+            push_entries(Var::RequestHeaders, &data.headers, sel, false, out, ex)
+        }
+        Var::RequestHeadersNames => {
+            push_entries(Var::RequestHeadersNames, &data.headers, sel, true, out, ex)
+        }
+        Var::RequestCookies => {
+            push_entries(Var::RequestCookies, &data.cookies, sel, false, out, ex)
+        }
+        Var::RequestCookiesNames => {
+            push_entries(Var::RequestCookiesNames, &data.cookies, sel, true, out, ex)
+        }
+        Var::Files => push_entries(Var::Files, &data.files, sel, false, out, ex),
+        Var::FilesNames => push_entries(Var::FilesNames, &data.files, sel, true, out, ex),
+        Var::FilesSizes => push_entries(Var::FilesSizes, &data.files_sizes, sel, false, out, ex),
+        Var::MultipartPartHeaders => push_entries(
+            Var::MultipartPartHeaders,
+            &data.multipart_part_headers,
+            sel,
+            false,
+            out,
+            ex,
+        ),
+        Var::Xml => match sel {
+            Selector::Key(k) if k.contains('@') => {
+                for e in &data.xml_attrs {
+                    scalar(Var::Xml, e, out);
+                }
+            }
+            _ => {
+                if let Some(e) = &data.xml_text {
+                    scalar(Var::Xml, e, out);
+                }
+            }
+        },
+        Var::RequestUri => scalar(t.var, &data.uri, out),
+        Var::RequestUriRaw => scalar(t.var, &data.uri_raw, out),
+        Var::RequestFilename => scalar(t.var, &data.filename, out),
+        Var::RequestBasename => scalar(t.var, &data.basename, out),
+        Var::RequestLine => scalar(t.var, &data.line, out),
+        Var::RequestMethod => scalar(t.var, &data.method, out),
+        Var::RequestProtocol => scalar(t.var, &data.protocol, out),
+        Var::QueryString => scalar(t.var, &data.query, out),
+        Var::RemoteAddr => scalar(t.var, &data.remote_addr, out),
+        Var::UniqueId => scalar(t.var, &data.unique_id, out),
+        Var::RequestBody => {
+            if let Some(e) = &data.body {
+                scalar(t.var, e, out);
+            }
+        }
+        Var::RequestBodyLength => owned(t.var, data.body_length.to_string(), out),
+        Var::ArgsCombinedSize => owned(t.var, data.args_combined_size().to_string(), out),
+        Var::FilesCombinedSize => owned(t.var, data.files_combined_size.to_string(), out),
+        Var::ReqbodyError => flag(t.var, data.reqbody_error, out),
+        Var::ReqbodyErrorMsg => owned(t.var, data.reqbody_error_msg.clone(), out),
+        Var::ReqbodyProcessor => {
+            if let Some(p) = st.processor.or(data.processor) {
+                owned(t.var, p, out);
+            }
+        }
+        Var::UrlencodedError => flag(t.var, data.urlencoded_error, out),
+        Var::InboundDataError => flag(t.var, false, out),
+        Var::MultipartStrictError => flag(t.var, data.multipart.strict_error, out),
+        Var::MultipartUnmatchedBoundary => flag(t.var, data.multipart.unmatched_boundary, out),
+        Var::MultipartBoundaryQuoted => flag(t.var, data.multipart.boundary_quoted, out),
+        Var::MultipartBoundaryWhitespace => flag(t.var, data.multipart.boundary_whitespace, out),
+        Var::MultipartDataBefore => flag(t.var, data.multipart.data_before, out),
+        Var::MultipartDataAfter => flag(t.var, data.multipart.data_after, out),
+        Var::MultipartHeaderFolding => flag(t.var, data.multipart.header_folding, out),
+        Var::MultipartLfLine => flag(t.var, data.multipart.lf_line, out),
+        Var::MultipartCrlfLfLines => flag(t.var, data.multipart.crlf_lf_lines, out),
+        Var::MultipartMissingSemicolon => flag(t.var, data.multipart.missing_semicolon, out),
+        Var::MultipartInvalidQuoting => flag(t.var, data.multipart.invalid_quoting, out),
+        Var::MultipartInvalidPart => flag(t.var, data.multipart.invalid_part, out),
+        Var::MultipartInvalidHeaderFolding => {
+            flag(t.var, data.multipart.invalid_header_folding, out)
+        }
+        Var::MultipartFileLimitExceeded => flag(t.var, data.multipart.file_limit_exceeded, out),
+        Var::MultipartFilename => {
+            for e in &data.files {
+                scalar(t.var, e, out);
+            }
+        }
+        Var::MultipartName => {
+            for e in &data.files {
+                out.push(Cand {
+                    var: t.var,
+                    key: Cow::Borrowed(b""),
+                    value: Cow::Borrowed(&e.key),
+                    slot: 0,
+                });
+            }
+        }
+        Var::Tx => match sel {
+            Selector::Key(k) => {
+                if let Some(v) = st.tx.get(k.as_str())
+                    && !ex(t.var, k.as_bytes())
+                {
+                    out.push(Cand {
+                        var: t.var,
+                        key: Cow::Owned(k.as_bytes().to_vec()),
+                        value: Cow::Owned(v.clone()),
+                        slot: 0,
+                    });
+                }
+            }
+            _ => {
+                for (k, v) in &st.tx {
+                    if sel.matches(k.as_bytes()) && !ex(t.var, k.as_bytes()) {
+                        out.push(Cand {
+                            var: t.var,
+                            key: Cow::Owned(k.as_bytes().to_vec()),
+                            value: Cow::Owned(v.clone()),
+                            slot: 0,
+                        });
+                    }
+                }
+            }
+        },
+        Var::Ip | Var::Session | Var::Global => {
+            let prefix = t.var.collection_prefix().unwrap_or("ip");
+            match sel {
+                Selector::Key(k) => {
+                    if let Some(v) = st.vars.get(&format!("{prefix}.{k}"))
+                        && !ex(t.var, k.as_bytes())
+                    {
+                        out.push(Cand {
+                            var: t.var,
+                            key: Cow::Owned(k.as_bytes().to_vec()),
+                            value: Cow::Owned(v.clone()),
+                            slot: 0,
+                        });
+                    }
+                }
+                _ => {
+                    for (k, v) in &st.vars {
+                        let Some(name) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
+                        else {
+                            continue;
+                        };
+                        if sel.matches(name.as_bytes()) && !ex(t.var, name.as_bytes()) {
+                            out.push(Cand {
+                                var: t.var,
+                                key: Cow::Owned(name.as_bytes().to_vec()),
+                                value: Cow::Owned(v.clone()),
+                                slot: 0,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Var::MatchedVar => {
+            if let Some((_, v)) = &st.matched_var {
+                owned(t.var, v.clone(), out);
+            }
+        }
+        Var::MatchedVarName => {
+            if let Some((n, _)) = &st.matched_var {
+                owned(t.var, n.clone(), out);
+            }
+        }
+        Var::MatchedVars | Var::MatchedVarsNames => {
+            for (n, v) in &st.matched_vars {
+                if !sel.matches(n.as_bytes()) {
+                    continue;
+                }
+                out.push(Cand {
+                    var: t.var,
+                    key: Cow::Owned(n.as_bytes().to_vec()),
+                    value: Cow::Owned(if t.var == Var::MatchedVars {
+                        v.clone()
+                    } else {
+                        n.as_bytes().to_vec()
+                    }),
+                    slot: 0,
+                });
+            }
+        }
+        Var::Duration => owned(t.var, "0", out),
+        Var::FullRequestLength => owned(
+            t.var,
+            (data.line.value.len() + data.body_length).to_string(),
+            out,
+        ),
+        Var::Time | Var::TimeEpoch => owned(
+            t.var,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string(),
+            out,
+        ),
+        Var::Env
+        | Var::RemotePort
+        | Var::ServerAddr
+        | Var::ServerName
+        | Var::ServerPort
+        | Var::AuthType
+        | Var::FullRequest
+        | Var::HighestSeverity
+        | Var::Geo
+        | Var::Response => {}
+    }
+    // Scalars and collections read from state were not filtered as they were collected.
+    let mut i = start;
+    while i < out.len() {
+        if ex(out[i].var, &out[i].key) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    if t.count {
+        let n = out.len() - start;
+        out.truncate(start);
+        owned(t.var, n.to_string(), out);
+    }
+}
+
+/// Line, URI, query arguments, headers and cookies: what phase 1 reads.
+fn fill_head(data: &mut RequestData, req: &HttpInput<'_>) {
+    let target = req.target;
+    let uri = match target.find("://") {
+        Some(p) if !target.starts_with('/') => {
+            let rest = &target[p + 3..];
+            rest.find('/').map_or("/", |s| &rest[s..])
+        }
+        _ => target,
+    };
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (uri, ""),
+    };
+    let basename = path.rsplit('/').next().unwrap_or(path);
+    data.uri = data.entry(b"".to_vec(), uri.as_bytes().to_vec());
+    data.uri_raw = data.entry(b"".to_vec(), target.as_bytes().to_vec());
+    // ModSecurity hands these over percent-decoded (rules match `array_diff (` in a path).
+    data.filename = data.entry(b"".to_vec(), percent_decode(path.as_bytes()));
+    data.basename = data.entry(b"".to_vec(), percent_decode(basename.as_bytes()));
+    data.query = data.entry(b"".to_vec(), query.as_bytes().to_vec());
+    data.method = data.entry(b"".to_vec(), req.method.as_bytes().to_vec());
+    data.protocol = data.entry(b"".to_vec(), req.version.as_bytes().to_vec());
+    let line = format!("{} {} {}", req.method, target, req.version);
+    data.line = data.entry(b"".to_vec(), line.into_bytes());
+    data.remote_addr = data.entry(b"".to_vec(), req.remote_addr.to_string().into_bytes());
+    data.unique_id = data.entry(b"".to_vec(), req.request_id.as_bytes().to_vec());
+    let (args, bad) = body::parse_urlencoded(query.as_bytes());
+    data.urlencoded_error |= bad;
+    for (k, v) in args {
+        let e = data.entry(k, v);
+        data.args_get.push(e);
+    }
+    for (k, v) in &req.headers {
+        let e = data.entry(k.to_vec(), v.to_vec());
+        data.headers.push(e);
+        if k.eq_ignore_ascii_case(b"cookie") {
+            for (ck, cv) in body::parse_cookies(v) {
+                let e = data.entry(ck, cv);
+                data.cookies.push(e);
+            }
+        }
+    }
+    data.processor = req
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+        .and_then(|(_, v)| body::processor_for(v));
+}
+
+/// `%xx` decoded (not `+`); broken escapes kept.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    if !s.contains(&b'%') {
+        return s.to_vec();
+    }
+    let plus_kept: Vec<u8> = s
+        .split(|&b| b == b'+')
+        .map(|part| body::url_decode(part).0)
+        .collect::<Vec<_>>()
+        .join(&b'+');
+    plus_kept
+}
+
+/// The body processor (the content type's, or the one a rule chose with `ctl`).
+fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &State) {
+    data.body_length = body.len();
+    let processor = st.processor.or(data.processor);
+    data.processor = processor;
+    if body.is_empty() {
+        return;
+    }
+    if let Some(p) = processor {
+        body::process(data, p, body, content_type);
+    }
+    // Also for JSON (as Coraza does): rules written for the raw body (`"key":` patterns) see it.
+    if matches!(processor, Some("URLENCODED" | "JSON")) || processor.is_none() || st.force_body_var
+    {
+        data.body = Some(data.entry(b"".to_vec(), body.to_vec()));
+    }
+}

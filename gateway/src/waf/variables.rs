@@ -1,0 +1,371 @@
+//! The variables request rules read (phases 1 and 2), how a rule names them (selectors, regex
+//! selectors, exclusions, counting), and the per-request data they are read from.
+
+use regex::bytes::Regex;
+
+use super::seclang::{RawSelector, RawTarget};
+
+/// A variable or collection. Response-side variables parse (so stock files load) and are empty:
+/// the gateway does not run response phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Var {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    ArgsNames,
+    ArgsGetNames,
+    ArgsPostNames,
+    ArgsCombinedSize,
+    RequestHeaders,
+    RequestHeadersNames,
+    RequestCookies,
+    RequestCookiesNames,
+    RequestUri,
+    RequestUriRaw,
+    RequestFilename,
+    RequestBasename,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    QueryString,
+    RequestBody,
+    RequestBodyLength,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    ReqbodyProcessor,
+    Files,
+    FilesNames,
+    FilesSizes,
+    FilesCombinedSize,
+    MultipartPartHeaders,
+    MultipartStrictError,
+    MultipartUnmatchedBoundary,
+    MultipartBoundaryQuoted,
+    MultipartBoundaryWhitespace,
+    MultipartDataBefore,
+    MultipartDataAfter,
+    MultipartHeaderFolding,
+    MultipartLfLine,
+    MultipartMissingSemicolon,
+    MultipartInvalidQuoting,
+    MultipartInvalidPart,
+    MultipartInvalidHeaderFolding,
+    MultipartFileLimitExceeded,
+    MultipartCrlfLfLines,
+    MultipartFilename,
+    MultipartName,
+    UrlencodedError,
+    InboundDataError,
+    Xml,
+    Tx,
+    Ip,
+    Session,
+    Global,
+    Env,
+    UniqueId,
+    RemoteAddr,
+    RemotePort,
+    ServerAddr,
+    ServerName,
+    ServerPort,
+    AuthType,
+    Duration,
+    MatchedVar,
+    MatchedVarName,
+    MatchedVars,
+    MatchedVarsNames,
+    FullRequest,
+    FullRequestLength,
+    HighestSeverity,
+    Time,
+    TimeEpoch,
+    Geo,
+    /// Any response variable: always empty here.
+    Response,
+}
+
+const NAMES: &[(&str, Var)] = &[
+    ("ARGS", Var::Args),
+    ("ARGS_GET", Var::ArgsGet),
+    ("ARGS_POST", Var::ArgsPost),
+    ("ARGS_NAMES", Var::ArgsNames),
+    ("ARGS_GET_NAMES", Var::ArgsGetNames),
+    ("ARGS_POST_NAMES", Var::ArgsPostNames),
+    ("ARGS_COMBINED_SIZE", Var::ArgsCombinedSize),
+    ("REQUEST_HEADERS", Var::RequestHeaders),
+    ("REQUEST_HEADERS_NAMES", Var::RequestHeadersNames),
+    ("REQUEST_COOKIES", Var::RequestCookies),
+    ("REQUEST_COOKIES_NAMES", Var::RequestCookiesNames),
+    ("REQUEST_URI", Var::RequestUri),
+    ("REQUEST_URI_RAW", Var::RequestUriRaw),
+    ("REQUEST_FILENAME", Var::RequestFilename),
+    ("REQUEST_BASENAME", Var::RequestBasename),
+    ("REQUEST_LINE", Var::RequestLine),
+    ("REQUEST_METHOD", Var::RequestMethod),
+    ("REQUEST_PROTOCOL", Var::RequestProtocol),
+    ("QUERY_STRING", Var::QueryString),
+    ("REQUEST_BODY", Var::RequestBody),
+    ("REQUEST_BODY_LENGTH", Var::RequestBodyLength),
+    ("REQBODY_ERROR", Var::ReqbodyError),
+    ("REQBODY_PROCESSOR_ERROR", Var::ReqbodyError),
+    ("REQBODY_ERROR_MSG", Var::ReqbodyErrorMsg),
+    ("REQBODY_PROCESSOR_ERROR_MSG", Var::ReqbodyErrorMsg),
+    ("REQBODY_PROCESSOR", Var::ReqbodyProcessor),
+    ("FILES", Var::Files),
+    ("FILES_NAMES", Var::FilesNames),
+    ("FILES_SIZES", Var::FilesSizes),
+    ("FILES_COMBINED_SIZE", Var::FilesCombinedSize),
+    ("MULTIPART_PART_HEADERS", Var::MultipartPartHeaders),
+    ("MULTIPART_STRICT_ERROR", Var::MultipartStrictError),
+    (
+        "MULTIPART_UNMATCHED_BOUNDARY",
+        Var::MultipartUnmatchedBoundary,
+    ),
+    ("MULTIPART_BOUNDARY_QUOTED", Var::MultipartBoundaryQuoted),
+    (
+        "MULTIPART_BOUNDARY_WHITESPACE",
+        Var::MultipartBoundaryWhitespace,
+    ),
+    ("MULTIPART_DATA_BEFORE", Var::MultipartDataBefore),
+    ("MULTIPART_DATA_AFTER", Var::MultipartDataAfter),
+    ("MULTIPART_HEADER_FOLDING", Var::MultipartHeaderFolding),
+    ("MULTIPART_LF_LINE", Var::MultipartLfLine),
+    (
+        "MULTIPART_MISSING_SEMICOLON",
+        Var::MultipartMissingSemicolon,
+    ),
+    ("MULTIPART_INVALID_QUOTING", Var::MultipartInvalidQuoting),
+    ("MULTIPART_INVALID_PART", Var::MultipartInvalidPart),
+    (
+        "MULTIPART_INVALID_HEADER_FOLDING",
+        Var::MultipartInvalidHeaderFolding,
+    ),
+    (
+        "MULTIPART_FILE_LIMIT_EXCEEDED",
+        Var::MultipartFileLimitExceeded,
+    ),
+    ("MULTIPART_CRLF_LF_LINES", Var::MultipartCrlfLfLines),
+    ("MULTIPART_FILENAME", Var::MultipartFilename),
+    ("MULTIPART_NAME", Var::MultipartName),
+    ("URLENCODED_ERROR", Var::UrlencodedError),
+    ("INBOUND_DATA_ERROR", Var::InboundDataError),
+    ("XML", Var::Xml),
+    ("TX", Var::Tx),
+    ("IP", Var::Ip),
+    ("SESSION", Var::Session),
+    ("GLOBAL", Var::Global),
+    ("ENV", Var::Env),
+    ("UNIQUE_ID", Var::UniqueId),
+    ("REMOTE_ADDR", Var::RemoteAddr),
+    ("REMOTE_PORT", Var::RemotePort),
+    ("SERVER_ADDR", Var::ServerAddr),
+    ("SERVER_NAME", Var::ServerName),
+    ("SERVER_PORT", Var::ServerPort),
+    ("AUTH_TYPE", Var::AuthType),
+    ("DURATION", Var::Duration),
+    ("MATCHED_VAR", Var::MatchedVar),
+    ("MATCHED_VAR_NAME", Var::MatchedVarName),
+    ("MATCHED_VARS", Var::MatchedVars),
+    ("MATCHED_VARS_NAMES", Var::MatchedVarsNames),
+    ("FULL_REQUEST", Var::FullRequest),
+    ("FULL_REQUEST_LENGTH", Var::FullRequestLength),
+    ("HIGHEST_SEVERITY", Var::HighestSeverity),
+    ("TIME", Var::Time),
+    ("TIME_EPOCH", Var::TimeEpoch),
+    ("GEO", Var::Geo),
+];
+
+impl Var {
+    pub fn from_name(name: &str) -> Option<Self> {
+        let upper = name.to_ascii_uppercase();
+        if let Some((_, v)) = NAMES.iter().find(|(n, _)| *n == upper) {
+            return Some(*v);
+        }
+        if upper.starts_with("RESPONSE_")
+            || upper == "STATUS_LINE"
+            || upper == "WEBSERVER_ERROR_LOG"
+        {
+            return Some(Var::Response);
+        }
+        None
+    }
+
+    /// The name as ModSecurity prints it (`MATCHED_VAR_NAME`, logs).
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("RESPONSE", |(n, _)| n)
+    }
+
+    /// Persistent-in-ModSecurity collections kept per request here (`setvar:ip.x`).
+    pub fn collection_prefix(self) -> Option<&'static str> {
+        match self {
+            Var::Tx => Some("tx"),
+            Var::Ip => Some("ip"),
+            Var::Session => Some("session"),
+            Var::Global => Some("global"),
+            _ => None,
+        }
+    }
+}
+
+/// Which members of a collection a target reads.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    All,
+    /// Case-insensitive key, stored lowercase.
+    Key(String),
+    Regex(Regex),
+}
+
+impl Selector {
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
+            Selector::Regex(r) => r.is_match(key),
+        }
+    }
+}
+
+/// One element of a rule's variable list.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub var: Var,
+    pub selector: Selector,
+    /// `&VAR`: the number of members, not their values.
+    pub count: bool,
+}
+
+/// `!VAR:key` in a rule's variable list (or added by an exclusion): members never inspected.
+#[derive(Clone, Debug)]
+pub struct Exclusion {
+    pub var: Var,
+    pub selector: Selector,
+}
+
+impl Exclusion {
+    /// Whether a value of `var` under `key` is excluded; `!ARGS:x` also covers `ARGS_GET:x`
+    /// and `ARGS_POST:x`, as in ModSecurity.
+    pub fn covers(&self, var: Var, key: &[u8]) -> bool {
+        let same = self.var == var
+            || (self.var == Var::Args && matches!(var, Var::ArgsGet | Var::ArgsPost))
+            || (self.var == Var::ArgsNames
+                && matches!(var, Var::ArgsGetNames | Var::ArgsPostNames));
+        same && self.selector.matches(key)
+    }
+}
+
+/// Either a target or an exclusion, parsed from one list element.
+pub enum Parsed {
+    Target(Target),
+    Exclusion(Exclusion),
+}
+
+pub fn parse_target(raw: &RawTarget) -> Result<Parsed, String> {
+    let var =
+        Var::from_name(&raw.name).ok_or_else(|| format!("unsupported variable `{}`", raw.name))?;
+    let selector = match &raw.selector {
+        None => Selector::All,
+        Some(RawSelector::Key(k)) if var == Var::Xml => Selector::Key(k.clone()),
+        Some(RawSelector::Key(k)) => Selector::Key(k.to_ascii_lowercase()),
+        Some(RawSelector::Regex(r)) => Selector::Regex(
+            regex::bytes::RegexBuilder::new(r)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("regex selector of `{}`: {e}", raw.name))?,
+        ),
+    };
+    Ok(if raw.negated {
+        Parsed::Exclusion(Exclusion { var, selector })
+    } else {
+        Parsed::Target(Target {
+            var,
+            selector,
+            count: raw.count,
+        })
+    })
+}
+
+/// A named value with an id unique within the request (the transformation cache key).
+#[derive(Clone, Debug, Default)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub slot: u32,
+}
+
+/// Multipart parsing outcome flags, as ModSecurity names them.
+#[derive(Clone, Debug, Default)]
+pub struct MultipartFlags {
+    pub strict_error: bool,
+    pub unmatched_boundary: bool,
+    pub boundary_quoted: bool,
+    pub boundary_whitespace: bool,
+    pub data_before: bool,
+    pub data_after: bool,
+    pub header_folding: bool,
+    pub lf_line: bool,
+    pub crlf_lf_lines: bool,
+    pub missing_semicolon: bool,
+    pub invalid_quoting: bool,
+    pub invalid_part: bool,
+    pub invalid_header_folding: bool,
+    pub file_limit_exceeded: bool,
+}
+
+/// What the rules read about one request; filled before phase 1 (line, headers, query) and
+/// after it (body).
+#[derive(Debug, Default)]
+pub struct RequestData {
+    pub args_get: Vec<Entry>,
+    pub args_post: Vec<Entry>,
+    pub headers: Vec<Entry>,
+    pub cookies: Vec<Entry>,
+    /// FILES: field name -> file name.
+    pub files: Vec<Entry>,
+    pub files_sizes: Vec<Entry>,
+    pub multipart_part_headers: Vec<Entry>,
+    pub xml_text: Option<Entry>,
+    pub xml_attrs: Vec<Entry>,
+    pub uri: Entry,
+    pub uri_raw: Entry,
+    pub filename: Entry,
+    pub basename: Entry,
+    pub line: Entry,
+    pub method: Entry,
+    pub protocol: Entry,
+    pub query: Entry,
+    pub body: Option<Entry>,
+    pub remote_addr: Entry,
+    pub unique_id: Entry,
+    pub reqbody_error: bool,
+    pub reqbody_error_msg: String,
+    pub urlencoded_error: bool,
+    pub processor: Option<&'static str>,
+    pub multipart: MultipartFlags,
+    pub files_combined_size: u64,
+    pub body_length: usize,
+    next_slot: u32,
+}
+
+impl RequestData {
+    /// An entry with a fresh slot.
+    pub fn entry(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Entry {
+        self.next_slot += 1;
+        Entry {
+            key: key.into(),
+            value: value.into(),
+            slot: self.next_slot,
+        }
+    }
+
+    pub fn args_combined_size(&self) -> usize {
+        self.args_get
+            .iter()
+            .chain(&self.args_post)
+            .map(|e| e.key.len() + e.value.len())
+            .sum()
+    }
+}
