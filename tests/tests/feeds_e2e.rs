@@ -176,13 +176,22 @@ fn a_feed_entry_is_dropped_in_xdp_and_removed_when_it_leaves_the_feed() {
         "{audit}"
     );
 
-    // Each apply is a security event too (ECS), in the events file.
-    let events = std::fs::read_to_string(inst.state_dir.join("events.json")).expect("events");
-    let applied_events: Vec<serde_json::Value> = events
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|e: &serde_json::Value| e["event"]["action"] == "feed_applied")
-        .collect();
+    // Each apply is a security event too (ECS), in the events file. Events are written by a
+    // task behind a queue, so the last one may land a moment after the journal record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (events, applied_events) = loop {
+        let events =
+            std::fs::read_to_string(inst.state_dir.join("events.json")).unwrap_or_default();
+        let applied: Vec<serde_json::Value> = events
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &serde_json::Value| e["event"]["action"] == "feed_applied")
+            .collect();
+        if applied.len() >= 3 || std::time::Instant::now() > deadline {
+            break (events, applied);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(applied_events.len(), 3, "{events}");
     assert_eq!(applied_events[0]["event"]["category"][0], "threat");
 

@@ -38,8 +38,14 @@ struct Running {
 
 async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
     tracing::info!(instance = %config.instance, config = %path.display(), "starting");
+    // Security events: every audit record, every security decision of the proxy. Opened before
+    // the fast path starts, so the first feed applies and journal replays are events too.
+    let events = match &config.telemetry.events {
+        Some(c) => Some(EventSink::start(c)?),
+        None => None,
+    };
     let mut running = match config.xdp.clone() {
-        Some(xdp) if xdp.mode != XdpMode::Off => match start(&config, xdp) {
+        Some(xdp) if xdp.mode != XdpMode::Off => match start(&config, xdp, events.as_ref()) {
             Ok(r) => Some(r),
             Err(e) if recoverable(&e, config.xdp.as_ref()) => {
                 tracing::error!(error = %format!("{e:#}"), "XDP FAST PATH UNAVAILABLE: running without kernel filtering");
@@ -59,15 +65,6 @@ async fn daemon(path: &Path, config: Config) -> anyhow::Result<()> {
             .is_some_and(|d| !d.feeds.is_empty() || d.geo.is_some())
     {
         tracing::error!("defense.feeds and defense.geo need the XDP fast path: not applied");
-    }
-
-    // Security events: every audit record, every security decision of the proxy.
-    let events = match &config.telemetry.events {
-        Some(c) => Some(EventSink::start(c)?),
-        None => None,
-    };
-    if let (Some(ev), Some(r)) = (&events, &running) {
-        r.defense.set_events(ev.clone());
     }
 
     let metrics = crate::telemetry::metrics::Metrics::new();
@@ -208,13 +205,16 @@ fn recoverable(e: &anyhow::Error, xdp: Option<&XdpSection>) -> bool {
     auto && !layout
 }
 
-fn start(config: &Config, xdp: XdpSection) -> anyhow::Result<Running> {
+fn start(config: &Config, xdp: XdpSection, events: Option<&EventSink>) -> anyhow::Result<Running> {
     let mut fastpath = Fastpath::load(&config.bpffs, &config.instance)?;
     let defense = Arc::new(Defense::open(
         &config.bpffs,
         &config.instance,
         &config.state_dir,
     )?);
+    if let Some(ev) = events {
+        defense.set_events(ev.clone());
+    }
     defense.apply_config(&xdp)?;
     let replay = defense.replay()?;
     tracing::info!(
