@@ -274,12 +274,34 @@ impl Config {
             for note in &imported.notes {
                 tracing::warn!(spec = %source.spec.display(), "{note}");
             }
+            let mut unenforced = 0usize;
             for route in imported.routes {
                 let mut route: RouteConfig = serde_json::from_value(route)
                     .map_err(|e| format!("{}: {e}", source.spec.display()))?;
                 route.cors = source.cors.clone();
                 route.csrf = source.csrf.clone();
+                if source.security.is_empty() {
+                    unenforced += usize::from(!route.security.is_empty());
+                } else if let Some((auth, require)) =
+                    openapi::enforce_security(&route.security, &source.security).map_err(|e| {
+                        format!(
+                            "{}: operation `{}`: {e}",
+                            source.spec.display(),
+                            route.name.as_deref().unwrap_or("?")
+                        )
+                    })?
+                {
+                    route.auth = Some(auth);
+                    route.require = require;
+                }
                 self.routes.push(route);
+            }
+            if unenforced > 0 {
+                tracing::warn!(
+                    spec = %source.spec.display(),
+                    operations = unenforced,
+                    "OpenAPI security requirements are recorded but NOT enforced: map the spec's security schemes to auth sources with `openapi[].security`"
+                );
             }
         }
         Ok(())

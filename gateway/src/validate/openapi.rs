@@ -37,6 +37,94 @@ pub struct OpenApiSource {
     /// CSRF check for every generated route.
     #[serde(default)]
     pub csrf: Option<super::CsrfConfig>,
+    /// Enforces the spec's security requirements: each security scheme name of the spec mapped
+    /// to a credential source of the `auth:` section (`{ bearerAuth: jwt.idp, api_key:
+    /// api_key.main }`). An operation's alternatives become `auth.any_of` (or `all_of` for one
+    /// alternative naming several schemes) and its OAuth2/OIDC scopes `require.scopes`. Absent:
+    /// the requirements are recorded on the routes but not enforced (a warning says so).
+    #[serde(default)]
+    pub security: BTreeMap<String, String>,
+}
+
+/// What a route must require to enforce its recorded `security`, given the scheme -> source map:
+/// `None` for an operation anyone may call (no requirement, or an empty alternative `{}`).
+pub fn enforce_security(
+    security: &Security,
+    sources: &BTreeMap<String, String>,
+) -> Result<
+    Option<(
+        crate::auth::RouteAuthConfig,
+        Option<crate::authz::RequireConfig>,
+    )>,
+    String,
+> {
+    if security.is_empty() || security.iter().any(BTreeMap::is_empty) {
+        return Ok(None);
+    }
+    let source = |name: &str| {
+        sources.get(name).cloned().ok_or_else(|| {
+            format!("security scheme `{name}` has no credential source in `openapi[].security`")
+        })
+    };
+    let scopes_of = |alt: &BTreeMap<String, SecurityScheme>| {
+        let mut v: Vec<String> = alt.values().flat_map(|s| s.scopes.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (auth, scopes) = if security.len() == 1 {
+        // One alternative: every scheme in it must pass.
+        let alt = &security[0];
+        let names = alt
+            .keys()
+            .map(|n| source(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let auth = if names.len() == 1 {
+            crate::auth::RouteAuthConfig {
+                any_of: names,
+                all_of: Vec::new(),
+            }
+        } else {
+            crate::auth::RouteAuthConfig {
+                any_of: Vec::new(),
+                all_of: names,
+            }
+        };
+        (auth, scopes_of(alt))
+    } else {
+        // Alternatives: expressible when each names one scheme and they need the same scopes
+        // (a route has one scope requirement for all of its sources).
+        if security.iter().any(|alt| alt.len() > 1) {
+            return Err(
+                "alternatives that each combine several security schemes cannot be enforced".into(),
+            );
+        }
+        let scopes = scopes_of(&security[0]);
+        if security.iter().any(|alt| scopes_of(alt) != scopes) {
+            return Err("alternative security schemes that need different scopes cannot be enforced on one route".into());
+        }
+        let mut names = Vec::new();
+        for alt in security {
+            for n in alt.keys() {
+                let s = source(n)?;
+                if !names.contains(&s) {
+                    names.push(s);
+                }
+            }
+        }
+        (
+            crate::auth::RouteAuthConfig {
+                any_of: names,
+                all_of: Vec::new(),
+            },
+            scopes,
+        )
+    };
+    let require = (!scopes.is_empty()).then(|| crate::authz::RequireConfig {
+        scopes,
+        ..Default::default()
+    });
+    Ok(Some((auth, require)))
 }
 
 /// An OpenAPI security requirement, resolved against `components.securitySchemes`. Recorded on
