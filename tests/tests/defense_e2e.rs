@@ -312,3 +312,74 @@ fn allowlisted_sources_are_never_blocked_and_rate_cap_reports_escalate() {
     );
     assert_eq!(request(&topo, ATTACKER, "/ok", ""), None);
 }
+
+/// The OWASP CRS rules beside the repository (`../shared/crs`, or `GATEWAY_CRS_DIR`).
+fn crs_dir() -> std::path::PathBuf {
+    std::env::var_os("GATEWAY_CRS_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/crs"),
+        std::path::PathBuf::from,
+    )
+}
+
+#[test]
+fn waf_detections_escalate_to_an_xdp_drop() {
+    if !privileged("defense_waf") {
+        return;
+    }
+    let _serial = serial();
+    let topo = topo();
+    let backend = http_server(&topo.gw, 0);
+    let inst = Instance::new("dwaf");
+    let crs = crs_dir();
+    assert!(
+        crs.join("rules").is_dir(),
+        "CRS rules not found at {}",
+        crs.display()
+    );
+    let cfg = format!(
+        "{}listeners: [{{ name: web, address: \"0.0.0.0:{PROXY_PORT}\" }}]\naccess_log: off\n\
+         upstreams: {{ app: {{ endpoints: [\"http://127.0.0.1:{backend}\"] }} }}\n\
+         waf: {{ rules: [\"{}/rules/*.conf\"], paranoia: 1, mode: block }}\n\
+         routes: [{{ match: {{ prefix: / }}, upstream: app, waf: on }}]\n\
+         defense: {{ threshold: 20 }}\n",
+        xdp_config(&format!("  management: [{CLIENT}]\n")),
+        crs.display()
+    );
+    let mut daemon = Daemon::start(&inst, &topo.gw, &cfg);
+    daemon.wait_for_log("defense loop on", Duration::from_secs(5));
+    assert_eq!(request(&topo, ATTACKER, "/search?q=shoes", ""), Some(200));
+
+    // SQL injection: refused by CRS (403) until the scores reach the threshold, then the
+    // attacker's packets are dropped in XDP and it cannot even connect.
+    let attack = "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--";
+    let mut refused = 0;
+    let mut cut_off = false;
+    for _ in 0..20 {
+        match request(&topo, ATTACKER, attack, "") {
+            Some(403) => refused += 1,
+            None => {
+                cut_off = true;
+                break;
+            }
+            other => panic!("attack answered {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused >= 1, "the WAF never refused the attack");
+    assert!(
+        cut_off,
+        "the attacker can still connect after {refused} refusals"
+    );
+    assert_eq!(request(&topo, ATTACKER, "/search?q=shoes", ""), None);
+    let list = blocks(&inst);
+    assert!(
+        list.iter()
+            .any(|b| b["address"] == format!("{ATTACKER}/32") && b["origin"] == "l7"),
+        "{list:?}"
+    );
+    // Everyone else is still served, and the journal says why.
+    assert_eq!(request(&topo, CLIENT, "/search?q=shoes", ""), Some(200));
+    let journal = std::fs::read_to_string(inst.state_dir.join(&inst.name).join("journal.jsonl"))
+        .expect("journal");
+    assert!(journal.contains("waf_blocked"), "{journal}");
+}
