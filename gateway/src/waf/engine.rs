@@ -179,7 +179,7 @@ impl Engine {
             processor: None,
             force_body_var: false,
             matches: Vec::new(),
-            cache: HashMap::default(),
+            cache: HashMap::with_capacity_and_hasher(256, BuildHasherDefault::default()),
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -391,7 +391,12 @@ impl Engine {
                 }
                 if found.is_none() {
                     for t in link.transforms.iter() {
-                        let next = t.apply(&cur).into_owned();
+                        // A borrowed result is a subslice of the input (`trim*`), so the same
+                        // length means unchanged: no copy, no compare, no re-match.
+                        let next = match t.apply(&cur) {
+                            Cow::Borrowed(b) if b.len() == cur.len() => continue,
+                            other => other.into_owned(),
+                        };
                         if next.as_slice() == &*cur {
                             continue;
                         }
@@ -425,9 +430,11 @@ impl Engine {
                 let m = op.matches(&value, &expand, link.capture.then_some(&mut caps));
                 let v = m.then(|| value.to_vec());
                 if fresh {
+                    // Borrowed results are subslices of the value (`trim*`): unchanged iff
+                    // of the same length.
                     let cached = match value {
-                        Cow::Owned(o) => Some(o),
-                        Cow::Borrowed(_) => None,
+                        Cow::Borrowed(b) if b.len() == cand.value.len() => None,
+                        other => Some(other.into_owned()),
                     };
                     st.cache.insert(key, cached);
                 }
@@ -949,5 +956,54 @@ fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &Stat
     if matches!(processor, Some("URLENCODED" | "JSON")) || processor.is_none() || st.force_body_var
     {
         data.body = Some(data.entry(b"".to_vec(), body.to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use super::*;
+    use crate::waf::{rule::Builder, seclang};
+
+    fn engine(rules: &str) -> Engine {
+        let file: Arc<Path> = Arc::from(Path::new("test.conf"));
+        let mut b = Builder::default();
+        for d in &seclang::parse_text(&file, rules).expect("parses") {
+            b.add(d).expect("adds");
+        }
+        Engine::new(b.finish().expect("builds"), Vec::new(), Mode::Detect)
+    }
+
+    fn ids(e: &Engine, target: &str) -> Vec<u32> {
+        let input = HttpInput {
+            method: "GET",
+            target,
+            version: "HTTP/1.1",
+            headers: vec![(b"host", b"x")],
+            body: None,
+            remote_addr: "127.0.0.1".parse().expect("ip"),
+            request_id: "t",
+        };
+        e.inspect(&input, &Exclusions::default())
+            .matches
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// The transformation cache remembers "unchanged" results; a chain that only trims returns
+    /// a shorter borrowed slice, which must be cached as the trimmed value, not as unchanged.
+    #[test]
+    fn cached_transformations_keep_trimmed_and_unchanged_values_apart() {
+        let e = engine(
+            "SecRule ARGS \"@streq abc\" \"id:1,phase:1,pass,log,msg:'a',t:none,t:trim\"\n\
+             SecRule ARGS \"@streq abc\" \"id:2,phase:1,pass,log,msg:'b',t:none,t:trim\"\n\
+             SecRule ARGS_NAMES \"@streq k\" \"id:4,phase:1,pass,log,msg:'d',t:none,t:lowercase\"\n\
+             SecRule ARGS_NAMES \"@streq K\" \"id:5,phase:1,pass,log,msg:'e',t:none,t:lowercase\"\n\
+             SecRule ARGS \"@streq abc\" \"id:6,phase:1,pass,log,msg:'f',t:none,t:trim,multiMatch\"\n",
+        );
+        assert_eq!(ids(&e, "/?K=%20abc%20"), vec![1, 2, 4, 6]);
+        assert_eq!(ids(&e, "/?k=abc"), vec![1, 2, 4, 6]);
     }
 }
