@@ -42,6 +42,11 @@ impl Rx {
         match captures {
             None => re.is_match(input),
             Some(out) => {
+                // `captures` allocates and runs a capturing engine; most values do not match,
+                // and `is_match` answers that from the lazy DFA alone.
+                if !re.is_match(input) {
+                    return false;
+                }
                 let Some(caps) = re.captures(input) else {
                     return false;
                 };
