@@ -505,8 +505,6 @@ async fn stages(
     ctx: &mut RequestContext<'_>,
     parts: &mut http::request::Parts,
 ) -> Result<(), Problem> {
-    let _ = (runtime, &ctx, &parts);
-
     // -- stage: rate limits (per client identity) --
     // Bot signals first: a blocked scanner should not spend anyone's quota.
     if let Some(bot) = &runtime.bot
