@@ -103,14 +103,30 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_reloads_on_file_change_rejects_bad_files_and_drains_on_sigterm() {
+    daemon_lifecycle("").await;
+}
+
+/// One worker runs on a single-threaded runtime: the same lifecycle must hold there (file
+/// watching, reload, drain and exit all share the one thread with the connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_reloads_and_drains_on_a_single_thread() {
+    daemon_lifecycle("workers: 1\n").await;
+}
+
+async fn daemon_lifecycle(workers: &str) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("gw-daemon-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "gw-daemon-{}-{}",
+        std::process::id(),
+        workers.len()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("gateway.yaml");
+    let n = workers.len();
     let yaml = |target: &Backend| {
         format!(
-            "instance: daemon-test\nstate_dir: {}\nlisteners: [{{ name: main, address: \"127.0.0.1:{port}\" }}]\n\
+            "instance: daemon-test-{n}\n{workers}state_dir: {}\nlisteners: [{{ name: main, address: \"127.0.0.1:{port}\" }}]\n\
              access_log: off\nupstreams: {{ u: {{ endpoints: [\"{}\"] }} }}\nroutes: [{{ match: {{ prefix: / }}, upstream: u }}]\n",
             dir.display(),
             target.url()

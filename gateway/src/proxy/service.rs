@@ -102,6 +102,8 @@ pub async fn handle(
     let metrics_method = shared.metrics.as_ref().map(|_| req.method().clone());
     let runtime = shared.runtime.load_full();
     let request_id = request_id(req.headers());
+    // Made once: the upstream request and the response share its bytes.
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
     let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
     // What the access log needs, taken before the request is consumed; nothing when it is off.
     let log_fields = shared.access_log.enabled().then(|| {
@@ -133,7 +135,8 @@ pub async fn handle(
         (problem.into_response(&request_id), outcome)
     } else {
         let behind_proxy = runtime.trusted.contains(conn.peer.ip());
-        let (resp, outcome) = match pipeline(&runtime, &conn, req, &request_id, client_ip).await {
+        let ids = (&*request_id, request_id_value.clone());
+        let (resp, outcome) = match pipeline(&runtime, &conn, req, ids, client_ip).await {
             Ok(done) => done,
             Err((problem, outcome)) => {
                 // A rejection the client caused is evidence for the defense loop (the weight
@@ -182,7 +185,7 @@ pub async fn handle(
         }
         (resp, outcome)
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Some(v) = request_id_value {
         resp.headers_mut().insert("x-request-id", v);
     }
 
@@ -246,7 +249,7 @@ async fn pipeline(
     runtime: &Runtime,
     conn: &Connection,
     req: Request<Incoming>,
-    request_id: &str,
+    (request_id, request_id_value): (&str, Option<HeaderValue>),
     client_ip: IpAddr,
 ) -> Result<(Response<Body>, Outcome), Failure> {
     let mut outcome = Outcome::default();
@@ -435,14 +438,14 @@ async fn pipeline(
     if let Some(h) = host_value {
         parts.headers.insert(header::HOST, h);
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    if let Some(v) = request_id_value {
         parts.headers.insert("x-request-id", v);
     }
     // The client as every stage sees it; a client-sent X-Real-IP was dropped with the other
     // forwarding headers unless a trusted proxy set it.
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
-        parts.headers.insert("x-real-ip", v);
-    }
+    parts
+        .headers
+        .insert("x-real-ip", headers::ip_value(client_ip));
     parts.version = http::Version::HTTP_11;
     let over_limit = Arc::new(AtomicBool::new(false));
     let body = match body {
