@@ -265,6 +265,63 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
 }
 
 #[tokio::test]
+async fn a_stalled_body_gets_408_whether_streamed_or_read_whole() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+http: {{ body_timeout: 300ms }}
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes:
+  - {{ name: buffered, match: {{ prefix: /checked }}, upstream: b, validate: {{ json: {{ max_depth: 8 }} }} }}
+  - {{ name: streamed, match: {{ prefix: / }}, upstream: b }}
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    for path in ["/checked", "/streamed"] {
+        // Ten of the hundred bytes announced, then nothing.
+        let started = Instant::now();
+        let r = raw(
+            addr,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"a\": 1234"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 408, "{path}: {r:?}");
+        assert_eq!(r.json()["code"], "body_timeout", "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{path}: the connection stayed open"
+        );
+        // A body that keeps coming, if slowly, is not cut off: each pause is under the limit.
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+                 Content-Length: 11\r\nConnection: close\r\n\r\n{{\"a\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+        for piece in ["12", "34", "5}"] {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            s.write_all(piece.as_bytes()).await.expect("write");
+        }
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let head = String::from_utf8_lossy(&buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    }
+}
+
+#[tokio::test]
 async fn slowloris_connections_are_closed_while_others_are_served() {
     let b = Backend::start("b").await;
     let proxy = start(&format!(

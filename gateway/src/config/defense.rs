@@ -138,6 +138,8 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     ("headers_too_large", 2.0),
     ("uri_too_long", 2.0),
     ("body_too_large", 1.0),
+    // A stalled body holds a connection and a buffer: what slow-body attacks do.
+    ("body_timeout", 1.0),
     ("method_not_allowed", 1.0),
     ("route_not_found", 1.0),
     // Validation: what a buggy client also sends weighs little; shapes only crafted requests

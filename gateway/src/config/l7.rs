@@ -49,6 +49,11 @@ pub struct HttpLimits {
     #[serde(deserialize_with = "de_duration")]
     #[schemars(with = "String")]
     pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body (a client that trickles or stalls its
+    /// body, slowloris on the body): 408 and the connection closes. nginx's `client_body_timeout`.
+    #[serde(deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
+    pub body_timeout: Duration,
     /// Time a TLS handshake may take.
     #[serde(deserialize_with = "de_duration")]
     #[schemars(with = "String")]
@@ -68,6 +73,7 @@ impl Default for HttpLimits {
             max_uri_bytes: 8 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             h2_max_streams: 200,
             h2_max_pending_resets: 20,

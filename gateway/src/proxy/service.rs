@@ -8,10 +8,10 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -365,7 +365,7 @@ async fn pipeline(
     // The body, read whole only when a stage on this route judges it.
     let (mut parts, body) = req.into_parts();
     let body = if route.buffer_body {
-        match read_body(body, body_limit).await {
+        match read_body(body, body_limit, limits.body_timeout).await {
             Ok(bytes) => RequestBody::Buffered(bytes),
             Err(problem) => return Err(fail(problem, &mut outcome)),
         }
@@ -447,12 +447,14 @@ async fn pipeline(
         .headers
         .insert("x-real-ip", headers::ip_value(client_ip));
     parts.version = http::Version::HTTP_11;
-    let over_limit = Arc::new(AtomicBool::new(false));
+    let fault = Arc::new(AtomicU8::new(BODY_OK));
     let body = match body {
         RequestBody::Streamed(inner) => LimitedBody {
             inner,
             remaining: body_limit,
-            over: Arc::clone(&over_limit),
+            idle: limits.body_timeout,
+            timer: None,
+            fault: Arc::clone(&fault),
         }
         .boxed(),
         RequestBody::Buffered(bytes) => http_body_util::Full::new(bytes)
@@ -462,11 +464,14 @@ async fn pipeline(
 
     let response = match upstream.send(Request::from_parts(parts, body)).await {
         Ok(r) => r,
-        Err(_) if over_limit.load(Ordering::Relaxed) => {
+        Err(_) if fault.load(Ordering::Relaxed) == BODY_TOO_LARGE => {
             return Err(fail(
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
                 &mut outcome,
             ));
+        }
+        Err(_) if fault.load(Ordering::Relaxed) == BODY_TIMED_OUT => {
+            return Err(fail(body_timeout(), &mut outcome));
         }
         Err(e) => {
             tracing::warn!(upstream = %route.upstream, error = %e, request_id, "upstream request failed");
@@ -554,18 +559,46 @@ enum RequestBody {
     Buffered(Bytes),
 }
 
-/// Reads a body whole, refusing (413) once it passes `limit`; a client that fails mid-body gets
-/// 400.
-async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, Problem> {
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-        )),
-        Err(_) => Err(Problem::new(StatusCode::BAD_REQUEST, "body_incomplete")),
+/// Reads a body whole, refusing (413) once it passes `limit`; a client that pauses longer than
+/// `idle` between two pieces gets 408, one that fails mid-body 400.
+async fn read_body(mut body: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Problem> {
+    let too_large = || Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    // One piece (the usual small API body) is kept as it came; only more are copied together.
+    let mut first: Option<Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    let mut total = 0u64;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(body_timeout()),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(_))) => {
+                return Err(Problem::new(StatusCode::BAD_REQUEST, "body_incomplete"));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: nothing a stage judges
+        };
+        total += data.len() as u64;
+        if total > limit {
+            return Err(too_large());
+        }
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(f) = first.take() {
+                    rest.extend_from_slice(&f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+/// A body that stalled: 408 (the connection closes, the rest of the body is never read).
+fn body_timeout() -> Problem {
+    Problem::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
 }
 
 /// `X-Request-Id` from the client when it is sane, else a fresh random one.
@@ -626,17 +659,30 @@ fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<Body> {
     resp
 }
 
+/// What became of a streamed body, read when the upstream call failed because of it.
+const BODY_OK: u8 = 0;
+const BODY_TOO_LARGE: u8 = 1;
+const BODY_TIMED_OUT: u8 = 2;
+
 /// Streams the request body to the upstream, failing (and flagging it) once more than the limit
-/// has gone through: 413 without ever buffering the body.
+/// has gone through (413 without ever buffering the body) or once the client pauses longer than
+/// `idle` between two pieces (408).
 struct LimitedBody {
     inner: Incoming,
     remaining: u64,
-    over: Arc<AtomicBool>,
+    idle: Duration,
+    /// Armed only while waiting for the client: a body that is already there starts no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    fault: Arc<AtomicU8>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than the configured limit")]
 struct BodyTooLarge;
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled longer than the configured timeout")]
+struct BodyTimedOut;
 
 impl hyper::body::Body for LimitedBody {
     type Data = Bytes;
@@ -646,15 +692,29 @@ impl hyper::body::Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            let idle = this.idle;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.fault.store(BODY_TIMED_OUT, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+            }
+            return Poll::Pending;
+        }
+        this.timer = None;
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
-                    if n > self.remaining {
-                        self.over.store(true, Ordering::Relaxed);
+                    if n > this.remaining {
+                        this.fault.store(BODY_TOO_LARGE, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
-                    self.remaining -= n;
+                    this.remaining -= n;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
