@@ -677,6 +677,52 @@ async fn https_endpoint_negotiates_h2_and_checks_the_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_requiring_a_client_certificate_gets_the_configured_one() {
+    let pki = TestPki::requiring_client_certs();
+    let backend = Backend::start(Proto::Tls(pki.acceptor())).await;
+    let url = format!("https://{}", backend.addr);
+    let ca = pki.ca_path.display().to_string();
+    let (cert, key) = pki.client.as_ref().expect("client identity");
+
+    let set = upstreams(
+        std::slice::from_ref(&url),
+        &format!(
+            "  tls: {{ ca: \"{ca}\", server_name: localhost, client_cert: \"{}\", client_key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert_eq!(
+        get(&pool(&set), "/").await.expect("mTLS to the upstream"),
+        StatusCode::OK
+    );
+
+    // Without a certificate the endpoint refuses the gateway.
+    let set = upstreams(
+        &[url],
+        &format!(
+            "  tls: {{ ca: \"{ca}\", server_name: localhost }}\n  retries: {{ attempts: 0 }}\n"
+        ),
+    );
+    get(&pool(&set), "/")
+        .await
+        .expect_err("refused without a client certificate");
+
+    // A key file that is not a key: a build error naming the field, not a failing request.
+    let err = try_upstreams(
+        &["https://127.0.0.1:1".into()],
+        &format!(
+            "  tls: {{ client_cert: \"{}\", client_key: \"{}\" }}\n",
+            cert.display(),
+            pki.ca_path.display()
+        ),
+    )
+    .err()
+    .expect("bad key file");
+    assert!(err.to_string().contains("tls.client_key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_a_build_error() {
     let err = try_upstreams(
         &["https://127.0.0.1:1".into()],
@@ -734,11 +780,23 @@ async fn a_thousand_reloads_leave_no_tasks_behind() {
 struct TestPki {
     ca_path: PathBuf,
     server: rustls::ServerConfig,
+    /// Certificate and key files of a client the server accepts, when it requires one.
+    client: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestPki {
     fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        Self::build(false)
+    }
+
+    /// The same, with a server that requires a client certificate signed by the CA; such a
+    /// certificate and its key are written next to the CA.
+    fn requiring_client_certs() -> Self {
+        Self::build(true)
+    }
+
+    fn build(require_client_certs: bool) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
         use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -764,16 +822,46 @@ impl TestPki {
         std::fs::write(&ca_path, ca.pem()).expect("write CA");
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let (builder, client) = if require_client_certs {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).expect("CA root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            let client_key = KeyPair::generate().expect("client key");
+            let mut params =
+                CertificateParams::new(vec!["gateway.internal".to_owned()]).expect("client params");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let client_cert = params
+                .signed_by(&client_key, &ca, &ca_key)
+                .expect("client certificate");
+            let cert_path = ca_path.with_extension("client.pem");
+            let key_path = ca_path.with_extension("client-key.pem");
+            std::fs::write(&cert_path, client_cert.pem()).expect("write client cert");
+            std::fs::write(&key_path, client_key.serialize_pem()).expect("write client key");
+            (
+                builder.with_client_cert_verifier(verifier),
+                Some((cert_path, key_path)),
+            )
+        } else {
+            (builder.with_no_client_auth(), None)
+        };
+        let mut server = builder
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .expect("server certificate");
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self { ca_path, server }
+        Self {
+            ca_path,
+            server,
+            client,
+        }
     }
 
     fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
@@ -784,5 +872,9 @@ impl TestPki {
 impl Drop for TestPki {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.ca_path);
+        if let Some((cert, key)) = &self.client {
+            let _ = std::fs::remove_file(cert);
+            let _ = std::fs::remove_file(key);
+        }
     }
 }

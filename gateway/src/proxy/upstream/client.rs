@@ -14,7 +14,7 @@ use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 
 use super::config::{UpstreamConfig, UpstreamTls};
 use crate::proxy::Body;
@@ -104,12 +104,18 @@ fn tls_config(tls: &UpstreamTls) -> Result<ClientConfig, String> {
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
+    let identity = client_identity(tls)?;
     if !tls.verify {
         tracing::warn!("upstream TLS certificate verification is off: test rigs only");
-        return Ok(builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth());
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)));
+        return match identity {
+            Some((certs, key)) => builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("tls.client_key: {e}")),
+            None => Ok(builder.with_no_client_auth()),
+        };
     }
     let mut roots = RootCertStore::empty();
     match &tls.ca {
@@ -146,7 +152,34 @@ fn tls_config(tls: &UpstreamTls) -> Result<ClientConfig, String> {
             }
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    let builder = builder.with_root_certificates(roots);
+    match identity {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("tls.client_key: {e}")),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The certificate chain and key the gateway presents to upstreams that ask for one.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn client_identity(tls: &UpstreamTls) -> Result<Option<Identity>, String> {
+    let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("tls.client_cert: {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.client_cert: {}: no certificate in the file",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("tls.client_key: {}: {e}", key.display()))?;
+    Ok(Some((certs, key)))
 }
 
 /// `tls.verify: false`: accepts any certificate and name, but still checks that the handshake

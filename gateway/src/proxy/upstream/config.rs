@@ -163,6 +163,11 @@ pub struct UpstreamTls {
     pub ca: Option<PathBuf>,
     /// Name sent as SNI and checked against the certificate; absent means the endpoint's host.
     pub server_name: Option<String>,
+    /// PEM certificate chain the gateway presents to endpoints that require client
+    /// certificates (mTLS to upstreams); needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 /// What an endpoint string says, checked once at validation and used to build the pool.
@@ -290,6 +295,8 @@ impl Default for UpstreamTls {
             verify: true,
             ca: None,
             server_name: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -345,6 +352,13 @@ impl UpstreamConfig {
         if let Some(name) = &self.tls.server_name {
             rustls_pki_types::ServerName::try_from(name.as_str())
                 .map_err(|e| format!("tls.server_name: `{name}`: {e}"))?;
+        }
+        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
+            return Err(
+                "tls.client_cert: a client certificate needs its key (tls.client_key), \
+                        and a key its certificate"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -564,6 +578,10 @@ users:
             (
                 "endpoints: [\"https://a:1\"]\ntls: { server_name: \"bad name!\" }",
                 "tls.server_name:",
+            ),
+            (
+                "endpoints: [\"https://a:1\"]\ntls: { client_cert: /etc/c.pem }",
+                "tls.client_cert:",
             ),
         ];
         for (yaml, key) in cases {
