@@ -12,6 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = gateway::cli::Cli::parse();
+    // Before anything could decode a token: jsonwebtoken fixes its crypto on first use.
+    gateway::auth::jwt_crypto::install();
     match gateway::cli::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

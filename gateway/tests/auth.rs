@@ -69,7 +69,7 @@ impl SigningKey {
     fn sign(&self, claims: &Value) -> String {
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&h, claims, &self.encoding).expect("sign")
+        encode_jwt(&h, claims, &self.encoding)
     }
 }
 
@@ -235,6 +235,13 @@ async fn idp_answer(
 
 // ---------------------------------------------------------------------------------------------
 // Proxy and client helpers.
+
+/// Signs a token. The daemon puts ring behind jsonwebtoken before any token is handled; the
+/// tests do the same before their first signature so that what they check is what runs.
+fn encode_jwt(header: &Header, claims: &impl serde::Serialize, key: &EncodingKey) -> String {
+    gateway::auth::jwt_crypto::install();
+    jsonwebtoken::encode(header, claims, key).expect("sign")
+}
 
 fn config(yaml: &str) -> Config {
     Config::parse(Path::new("test.yaml"), yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
@@ -689,7 +696,7 @@ fn embedded_key_tokens(kid: &str, payload: &Value) -> Vec<(String, String)> {
         }
         out.push((
             format!("{field} header"),
-            jsonwebtoken::encode(&h, payload, &attacker.encoding).expect("sign"),
+            encode_jwt(&h, payload, &attacker.encoding),
         ));
     }
     out
@@ -728,7 +735,7 @@ fn rsa_key() -> EncodingKey {
 fn rs256(claims: &Value) -> String {
     let mut h = Header::new(Algorithm::RS256);
     h.kid = Some("rsa-1".into());
-    jsonwebtoken::encode(&h, claims, &rsa_key()).expect("sign")
+    encode_jwt(&h, claims, &rsa_key())
 }
 
 fn hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
@@ -860,7 +867,7 @@ async fn jwt_attack_catalogue() {
         h.kid = Some(kid.to_owned());
         cases.push((
             format!("kid {kid:.20}"),
-            jsonwebtoken::encode(&h, &payload, &rsa_key()).expect("sign"),
+            encode_jwt(&h, &payload, &rsa_key()),
             "auth_invalid_token",
         ));
     }

@@ -12,6 +12,7 @@ mod config;
 pub(crate) mod fetch;
 mod introspection;
 mod jwt;
+pub mod jwt_crypto;
 mod mtls;
 pub mod signing;
 
@@ -126,6 +127,7 @@ pub struct Built {
 /// Builds every source the routes use and compiles each route's requirement. Reads key files
 /// and secrets, fetches nothing. Errors name the offending key.
 pub fn build(section: Option<&AuthSection>, routes: &[RouteConfig]) -> Result<Built, String> {
+    jwt_crypto::install();
     let empty = AuthSection::default();
     let section = section.unwrap_or(&empty);
     let mut strip = Vec::new();
