@@ -2,6 +2,7 @@
 //! real `gateway` binary started inside a namespace, and the privilege rule (under `CI=true`
 //! these tests must run, so missing root is a failure; elsewhere they skip loudly).
 
+pub mod authbench;
 pub mod daemon;
 pub mod frames;
 pub mod netns;

@@ -1,5 +1,6 @@
 //! `bench_load`: the rate-limited (open-loop) HTTP/1.1 client behind the latency half of
-//! `cargo xtask bench l7`, for a machine without wrk2 or `oha --qps`.
+//! `cargo xtask bench l7` and behind `cargo xtask bench auth`, for a machine without wrk2 or
+//! `oha --qps`.
 //!
 //! `bench_load --url http[s]://127.0.0.1:PORT/ --rate RPS --connections N --duration-secs S`
 //!
@@ -13,6 +14,11 @@
 //!
 //! `--slow-log PATH [--slow-us 1000]` also writes every request slower than that, as
 //! `scheduled_offset_ms latency_us` lines, to see whether a tail is periodic (a timer) or random.
+//!
+//! `--auth-dir DIR --auth SCHEME` adds the credentials of one scheme of `cargo xtask bench auth`
+//! (`clients.json` in DIR, written by `auth_bench prepare`) to every request: a bearer token or
+//! an API key as prepared, or an HMAC-SHA256 signature made per request (fresh timestamp and
+//! nonce: the gateway refuses replays), whose cost (a few µs) counts in that request's latency.
 //!
 //! `bench_load --jitter-secs S` instead spins on its CPU for S seconds and reports how much time
 //! the thread lost in gaps over 50 µs (preemption, interrupts, a hypervisor): the noise floor of
@@ -52,11 +58,14 @@ struct Args {
     /// `--slow-log PATH --slow-us N`: every request slower than N µs, as `offset_ms latency_us`.
     slow_log: Option<std::path::PathBuf>,
     slow_ns: u64,
+    /// `--auth-dir DIR --auth SCHEME`: credentials added to every request.
+    auth: Option<tests::authbench::Client>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let (mut url, mut rate, mut connections, mut duration) = (None, None, 32usize, 10.0f64);
     let (mut slow_log, mut slow_us) = (None, 1000u64);
+    let (mut auth_dir, mut auth_scheme) = (None::<std::path::PathBuf>, None::<String>);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -70,6 +79,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--duration-secs" => duration = value()?.parse()?,
             "--slow-log" => slow_log = Some(value()?.into()),
             "--slow-us" => slow_us = value()?.parse()?,
+            "--auth-dir" => auth_dir = Some(value()?.into()),
+            "--auth" => auth_scheme = Some(value()?),
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -99,7 +110,21 @@ fn parse_args() -> anyhow::Result<Args> {
         addr.ip().is_loopback(),
         "bench_load only loads loopback addresses"
     );
+    let auth = match (auth_dir, auth_scheme) {
+        (Some(dir), Some(scheme)) => Some(tests::authbench::Client::load(&dir, &scheme)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--auth-dir and --auth go together"),
+    };
+    if let Some(a) = &auth {
+        anyhow::ensure!(
+            path.split('?').next() == Some(a.path.as_str()),
+            "--url path {path} is not the route of scheme {} ({})",
+            a.scheme,
+            a.path
+        );
+    }
     Ok(Args {
+        auth,
         tls,
         addr,
         authority: authority.to_string(),
@@ -310,10 +335,13 @@ async fn worker(
         let request = Request::get(args.path.as_str())
             .header(hyper::header::HOST, args.authority.as_str())
             .body(Empty::<Bytes>::new());
-        let Ok(request) = request else {
+        let Ok(mut request) = request else {
             samples.errors += 1;
             continue;
         };
+        if let Some(auth) = &args.auth {
+            auth.apply("GET", &args.path, &args.authority, request.headers_mut());
+        }
         let sent = Instant::now();
         let response = match sender.send_request(request).await {
             Ok(r) => r,

@@ -270,16 +270,25 @@ pub fn http_raw(port: u16, request: &[u8]) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// `GET /` over a fresh connection; the status code and the body.
-pub fn http_get(port: u16) -> anyhow::Result<(u16, String)> {
+/// `GET path` over a fresh connection; the status code and the body.
+pub fn http_get_path(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     http_raw(
         port,
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
     )
 }
 
 /// Waits until `GET /` on `port` is proxied to the backend (or, for TLS, the port accepts).
 pub fn wait_serving(proc: &mut Proc, port: u16, tls: bool) -> anyhow::Result<()> {
+    wait_serving_inner(proc, port, tls, "/")
+}
+
+/// Waits until `GET path` on `port` (plain HTTP) is proxied to the backend.
+pub fn wait_serving_path(proc: &mut Proc, port: u16, path: &str) -> anyhow::Result<()> {
+    wait_serving_inner(proc, port, false, path)
+}
+
+fn wait_serving_inner(proc: &mut Proc, port: u16, tls: bool, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -289,7 +298,7 @@ pub fn wait_serving(proc: &mut Proc, port: u16, tls: bool) -> anyhow::Result<()>
                 return Ok(());
             }
         } else {
-            match http_get(port) {
+            match http_get_path(port, path) {
                 Ok((200, body)) if body.contains("bench-backend") => return Ok(()),
                 Ok((status, _)) => last = format!("status {status}"),
                 Err(e) => last = e.to_string(),
@@ -610,6 +619,59 @@ pub fn wrk_command(
         cmd.arg("--").args(script_args);
     }
     cmd
+}
+
+/// `bench_load --url URL --rate RATE --connections N --duration-secs SECS EXTRA...` (open loop,
+/// latency from each request's scheduled send time) pinned to the load CPU, bounded twice: the
+/// tool stops by itself, `timeout` kills it if it does not.
+pub fn bench_load_command(
+    bin: &Path,
+    url: &str,
+    rate: f64,
+    connections: usize,
+    secs: u64,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(LOAD_CPU.to_string());
+    cmd.args(["timeout", "-k", "5", &(secs + 30).to_string()]);
+    cmd.arg(bin)
+        .args(["--url", url])
+        .args(["--rate", &format!("{rate:.0}")])
+        .args(["--connections", &connections.to_string()])
+        .args(["--duration-secs", &secs.to_string()])
+        .args(extra);
+    cmd
+}
+
+/// What a `bench_load` run printed (latencies in µs).
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    pub rps: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    /// Connection errors and requests unanswered 5 s after the last send.
+    pub errors: f64,
+    /// Answers with a status outside 2xx.
+    pub non_2xx: f64,
+}
+
+pub fn parse_bench_load(out: &str) -> anyhow::Result<LoadResult> {
+    let kv = parse_kv(out, "");
+    let get = |k: &str| {
+        kv.get(k)
+            .copied()
+            .with_context(|| format!("bench_load printed no {k}:\n{out}"))
+    };
+    Ok(LoadResult {
+        rps: get("achieved_rps")?,
+        p50: get("p50_us")?,
+        p99: get("p99_us")?,
+        p999: get("p999_us")?,
+        errors: get("errors")? + get("timeouts")?,
+        non_2xx: get("non_2xx")?,
+    })
 }
 
 /// What a `wrk` run with the [`wrk_done_lua`] callback printed.

@@ -32,9 +32,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::harness::{
-    LOAD_CPU, Meter, Proc, SERVER_CPU, WorkDir, env_var as var, free_ports, json_num, json_str,
-    json_versions, md_versions, median, parse_kv, parse_wrk, signed_us, start_backend, us, version,
-    wait_log_line, wait_quiet, wait_serving, wrk_command, wrk_done_lua,
+    LOAD_CPU, Meter, Proc, SERVER_CPU, WorkDir, bench_load_command, env_var as var, free_ports,
+    json_num, json_str, json_versions, md_versions, median, parse_bench_load, parse_kv, parse_wrk,
+    signed_us, start_backend, us, version, wait_log_line, wait_quiet, wait_serving, wrk_command,
+    wrk_done_lua,
 };
 use crate::{build, exec};
 
@@ -439,18 +440,14 @@ impl Measure<'_> {
                 &peer.url,
                 &[],
             ),
-            Load::Rate(rate) => {
-                let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(LOAD_CPU.to_string());
-                // Bounded twice: the tool stops by itself, `timeout` kills it if it does not.
-                cmd.args(["timeout", "-k", "5", &(secs + 30).to_string()]);
-                cmd.arg(&self.bins.load)
-                    .args(["--url", &peer.url])
-                    .args(["--rate", &format!("{rate:.0}")])
-                    .args(["--connections", &self.settings.connections.to_string()])
-                    .args(["--duration-secs", &secs.to_string()]);
-                cmd
-            }
+            Load::Rate(rate) => bench_load_command(
+                &self.bins.load,
+                &peer.url,
+                *rate,
+                self.settings.connections,
+                secs,
+                &[],
+            ),
         }
     }
 
@@ -481,18 +478,13 @@ impl Measure<'_> {
                 s.non_2xx = w.non_2xx;
             }
             Load::Rate(_) => {
-                let kv = parse_kv(&out, "");
-                let get = |k: &str| {
-                    kv.get(k)
-                        .copied()
-                        .with_context(|| format!("bench_load printed no {k}:\n{out}"))
-                };
-                s.rps = get("achieved_rps")?;
-                s.p50 = get("p50_us")?;
-                s.p99 = get("p99_us")?;
-                s.p999 = get("p999_us")?;
-                s.errors = get("errors")? + get("timeouts")?;
-                s.non_2xx = get("non_2xx")?;
+                let r = parse_bench_load(&out)?;
+                s.rps = r.rps;
+                s.p50 = r.p50;
+                s.p99 = r.p99;
+                s.p999 = r.p999;
+                s.errors = r.errors;
+                s.non_2xx = r.non_2xx;
             }
         }
         eprintln!(

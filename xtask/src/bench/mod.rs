@@ -1,6 +1,7 @@
 //! `cargo xtask bench <target>`: benchmarks, never timed tests. Each compares its peers in one
 //! invocation, as medians of several runs, and writes JSON and markdown under `target/bench/`.
 
+mod auth;
 mod harness;
 mod l7;
 mod waf;
@@ -33,6 +34,10 @@ pub enum Target {
     /// Rate-limit decisions per second and memory with 1M distinct keys, through the
     /// per-client stage (in process; `-- --keys N --decisions N --threads N`).
     Ratelimit,
+    /// Latency added per request by authentication (JWT RS256/ES256/EdDSA with warm keys, JWT
+    /// from a JWKS URL, API key, HMAC signing) through the gateway, against a route without
+    /// auth, and the auth stage's cost in process (settings: AUTH_BENCH_* variables).
+    Auth,
     /// The WAF (OWASP CRS v4, paranoia 1) against nginx + ModSecurity v3 with the same rules,
     /// on benign and attack requests with JSON bodies of 100 B, 2 KB and 20 KB.
     Waf,
@@ -49,6 +54,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Target::Validate => in_process("validate_bench", &args.extra),
         Target::Ratelimit => in_process("ratelimit_bench", &args.extra),
+        Target::Auth => {
+            if !args.extra.is_empty() {
+                anyhow::bail!(
+                    "`bench auth` takes no extra options (settings: AUTH_BENCH_* variables)"
+                );
+            }
+            auth::run()
+        }
         Target::Waf => {
             if !args.extra.is_empty() {
                 anyhow::bail!(
