@@ -573,8 +573,8 @@ fn render(
         "\nIn-process auth stage: `auth_bench verify-cost`, the gateway's authentication stage called directly, \
          median of {IN_PROCESS_RUNS} runs of {} requests per scheme (`none`: a route without auth). \
          The load generator spends {} signing each HMAC request; that is inside the HMAC row's latency. \
-         \"Same signature, ring\": the static-key JWT signatures verified by ring instead of jsonwebtoken's RustCrypto backend \
-         (signature only, a reference for choosing the crypto backend).\n",
+         \"Same signature, ring\": the static-key JWT signatures checked by ring directly, signature only: the floor under \
+         the stage's cost (the gateway verifies with ring too, `gateway::auth::jwt_crypto`; the rest is parsing and claims).\n",
         settings.iterations,
         fine_us(in_process.client_sign_ns)
     );
