@@ -166,6 +166,41 @@ async fn detect_mode_forwards_and_audits() {
     proxy.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A body past `waf.body_limit` is refused before any rule runs (CPU per request is linear in
+/// what is inspected); with `partial` only its start is inspected, so an attack past the limit
+/// passes and one inside it is still caught.
+#[tokio::test]
+async fn bodies_over_the_inspection_limit_are_refused_or_inspected_partially() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
+    let backend = Backend::start("echo").await;
+    let form = |tail: &str| format!("a={}&b={tail}", "x".repeat(1500));
+    let post = |body: &str| {
+        format!(
+            "POST /api/form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (action, oversized_status) in [("reject", 413), ("partial", 200)] {
+        let cfg = yaml(&backend, &dir.0, "block")
+            + &format!("  body_limit: 1KiB\n  body_limit_action: {action}\n");
+        let proxy = start(&cfg).await;
+        let addr = proxy.addr("main").expect("listener");
+        let (status, text) = send(addr, post(&form("attack"))).await;
+        assert_eq!(status, oversized_status, "{action}: {text}");
+        if action == "reject" {
+            assert!(text.contains("\"code\":\"waf_body_too_large\""), "{text}");
+        }
+        // Within the limit the rules still see everything.
+        let (status, text) = send(addr, post("q=attack")).await;
+        assert_eq!(status, 403, "{action}: {text}");
+        let (status, text) = send(addr, post("q=fine")).await;
+        assert_eq!(status, 200, "{action}: {text}");
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_broken_rule_file_is_refused_with_file_and_line() {
     let dir = TempDir::new();

@@ -46,6 +46,34 @@ pub struct WafSection {
     /// variables. For tuning and conformance runs.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Most request body bytes the WAF inspects (ModSecurity's `SecRequestBodyNoFilesLimit`,
+    /// same default, 128KiB). Every byte costs rule evaluations: this bounds the CPU one request
+    /// can take.
+    #[serde(
+        default = "default_body_limit",
+        deserialize_with = "crate::config::de_size"
+    )]
+    #[schemars(with = "String")]
+    pub body_limit: usize,
+    /// A body over `body_limit`: `reject` (413 `waf_body_too_large`; ModSecurity's default) or
+    /// `partial` (only the first `body_limit` bytes are inspected, ModSecurity's
+    /// `ProcessPartial`; a JSON or XML body cut there no longer parses, which CRS rule 200002
+    /// flags). In detect mode nothing is refused: the body is inspected partially and a
+    /// `waf_body_truncated` finding reports it.
+    #[serde(default)]
+    pub body_limit_action: BodyLimitAction,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyLimitAction {
+    #[default]
+    Reject,
+    Partial,
+}
+
+fn default_body_limit() -> usize {
+    128 * 1024
 }
 
 fn one() -> u8 {
@@ -184,6 +212,9 @@ impl WafSection {
                 "detection_paranoia",
                 "waf.detection_paranoia must be 1 to 4".into(),
             ));
+        }
+        if self.body_limit == 0 {
+            return Err(("body_limit", "waf.body_limit must be above 0".into()));
         }
         if self.rules.is_empty() {
             return Err((

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use super::{
     WafError,
-    config::{WafExclusion, WafMode, WafSection},
+    config::{BodyLimitAction, WafExclusion, WafMode, WafSection},
     engine::{Engine, Exclusions, HttpInput, Mode, Outcome, RuleSel},
     load_rules, rule, seclang,
     variables::{Parsed, parse_target},
@@ -22,6 +22,9 @@ pub struct Waf {
     engine: Engine,
     global: Exclusions,
     audit: Option<Mutex<std::fs::File>>,
+    body_limit: usize,
+    /// Refuse bodies over `body_limit` (block mode with `reject`); else inspect their start.
+    reject_oversized: bool,
 }
 
 /// Compiles `waf.exclusions`-style entries.
@@ -148,6 +151,9 @@ impl Waf {
             engine,
             global,
             audit,
+            body_limit: section.body_limit,
+            reject_oversized: section.mode == WafMode::Block
+                && section.body_limit_action == BodyLimitAction::Reject,
         })
     }
 
@@ -191,12 +197,40 @@ impl Waf {
             .iter()
             .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
             .collect();
+        // What the rules see of the body: at most `body_limit` bytes (CPU per request is
+        // linear in what is inspected).
+        let mut body = ctx.body.map(|b| b.as_ref());
+        if let Some(b) = body
+            && b.len() > self.body_limit
+        {
+            let evidence = Evidence {
+                stage: "waf",
+                message: format!(
+                    "request body of {} bytes over waf.body_limit ({} bytes)",
+                    b.len(),
+                    self.body_limit
+                ),
+                ..Evidence::default()
+            };
+            if self.reject_oversized {
+                return Err(
+                    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "waf_body_too_large")
+                        .detail("the request body is larger than the firewall inspects")
+                        .evidence(evidence),
+                );
+            }
+            ctx.findings.push(Finding {
+                code: "waf_body_truncated",
+                evidence,
+            });
+            body = Some(&b[..self.body_limit]);
+        }
         let input = HttpInput {
             method: parts.method.as_str(),
             target: &target,
             version,
             headers,
-            body: ctx.body.map(|b| b.as_ref()),
+            body,
             remote_addr: ctx.client_ip,
             request_id: ctx.request_id,
         };
