@@ -91,23 +91,17 @@ impl Settings {
     }
 
     fn command(&self) -> String {
-        let mut env = String::new();
-        if self.rate != 2000.0 {
-            let _ = write!(env, "AUTH_BENCH_RATE={} ", self.rate);
-        }
-        if self.secs != 10 {
-            let _ = write!(env, "AUTH_BENCH_SECS={} ", self.secs);
-        }
-        if self.runs != 3 {
-            let _ = write!(env, "AUTH_BENCH_RUNS={} ", self.runs);
-        }
-        if self.connections != 32 {
-            let _ = write!(env, "AUTH_BENCH_CONNECTIONS={} ", self.connections);
-        }
-        if self.iterations != 5000 {
-            let _ = write!(env, "AUTH_BENCH_ITERATIONS={} ", self.iterations);
-        }
-        format!("{env}cargo xtask bench auth")
+        use super::harness::changed;
+        super::harness::reproduce(
+            "cargo xtask bench auth",
+            &[
+                ("AUTH_BENCH_RATE", changed(self.rate, 2000.0)),
+                ("AUTH_BENCH_SECS", changed(self.secs, 10)),
+                ("AUTH_BENCH_RUNS", changed(self.runs, 3)),
+                ("AUTH_BENCH_CONNECTIONS", changed(self.connections, 32)),
+                ("AUTH_BENCH_ITERATIONS", changed(self.iterations, 5000)),
+            ],
+        )
     }
 
     /// HMAC requests the gateway must remember at once (all of them fall inside its 5-minute

@@ -52,6 +52,24 @@ pub fn wrk_done_lua(prefix: &str) -> String {
     WRK_DONE.replace("{prefix}", prefix)
 }
 
+/// The command that reproduces a run: `command` preceded by the environment settings that
+/// differ from their defaults (`Some(value)`), so a report names exactly what was changed.
+pub fn reproduce(command: &str, settings: &[(&str, Option<String>)]) -> String {
+    let mut line = String::new();
+    for (name, value) in settings {
+        if let Some(v) = value {
+            line.push_str(&format!("{name}={v} "));
+        }
+    }
+    line.push_str(command);
+    line
+}
+
+/// `Some(value)` when it differs from `default`: an entry for [`reproduce`].
+pub fn changed<T: PartialEq + std::fmt::Display>(value: T, default: T) -> Option<String> {
+    (value != default).then(|| value.to_string())
+}
+
 /// Reads an integer or a count from the environment, `default` when unset.
 pub fn env_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match std::env::var(name) {
@@ -806,4 +824,25 @@ pub fn write_report(name: &str, tag: &str, json: &str, markdown: &str) -> anyhow
     println!("{markdown}");
     eprintln!("{tag}: wrote {} and {}", j.display(), m.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{changed, reproduce};
+
+    #[test]
+    fn reproduce_names_only_settings_that_differ() {
+        let line = reproduce(
+            "cargo xtask bench l7",
+            &[
+                ("L7_BENCH_SECS", changed(10, 10)),
+                ("L7_BENCH_RUNS", changed(5, 3)),
+                ("L7_BENCH_RATE", changed(2500.0, 2000.0)),
+            ],
+        );
+        assert_eq!(
+            line,
+            "L7_BENCH_RUNS=5 L7_BENCH_RATE=2500 cargo xtask bench l7"
+        );
+    }
 }

@@ -83,20 +83,16 @@ impl Settings {
     }
 
     fn command(&self) -> String {
-        let mut env = String::new();
-        if self.secs != 10 {
-            let _ = write!(env, "L7_BENCH_SECS={} ", self.secs);
-        }
-        if self.runs != 3 {
-            let _ = write!(env, "L7_BENCH_RUNS={} ", self.runs);
-        }
-        if self.connections != 32 {
-            let _ = write!(env, "L7_BENCH_CONNECTIONS={} ", self.connections);
-        }
-        if self.workers != 1 {
-            let _ = write!(env, "L7_BENCH_WORKERS={} ", self.workers);
-        }
-        format!("{env}cargo xtask bench l7")
+        use super::harness::changed;
+        super::harness::reproduce(
+            "cargo xtask bench l7",
+            &[
+                ("L7_BENCH_SECS", changed(self.secs, 10)),
+                ("L7_BENCH_RUNS", changed(self.runs, 3)),
+                ("L7_BENCH_CONNECTIONS", changed(self.connections, 32)),
+                ("L7_BENCH_WORKERS", changed(self.workers, 1)),
+            ],
+        )
     }
 }
 

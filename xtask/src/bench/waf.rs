@@ -159,29 +159,31 @@ impl Settings {
     }
 
     fn command(&self) -> String {
-        let mut env = String::new();
-        if self.secs != 10 {
-            let _ = write!(env, "WAF_BENCH_SECS={} ", self.secs);
-        }
-        if self.runs != 3 {
-            let _ = write!(env, "WAF_BENCH_RUNS={} ", self.runs);
-        }
-        if self.connections != DEFAULT_CONNECTIONS {
-            let _ = write!(env, "WAF_BENCH_CONNECTIONS={} ", self.connections);
-        }
-        if self.attack_percent != 10 {
-            let _ = write!(env, "WAF_BENCH_ATTACK_PERCENT={} ", self.attack_percent);
-        }
-        if self.peers.len() != PEERS.len() {
-            let _ = write!(env, "WAF_BENCH_PEERS={} ", self.peers.join(","));
-        }
-        if std::env::var_os("WAF_BENCH_CRS").is_some() {
-            let _ = write!(env, "WAF_BENCH_CRS={} ", self.crs.display());
-        }
-        if super::harness::smoke() {
-            env.push_str("BENCH_SMOKE=1 ");
-        }
-        format!("{env}cargo xtask bench waf")
+        use super::harness::changed;
+        super::harness::reproduce(
+            "cargo xtask bench waf",
+            &[
+                ("WAF_BENCH_SECS", changed(self.secs, 10)),
+                ("WAF_BENCH_RUNS", changed(self.runs, 3)),
+                (
+                    "WAF_BENCH_CONNECTIONS",
+                    changed(self.connections, DEFAULT_CONNECTIONS),
+                ),
+                ("WAF_BENCH_ATTACK_PERCENT", changed(self.attack_percent, 10)),
+                (
+                    "WAF_BENCH_PEERS",
+                    (self.peers.len() != PEERS.len()).then(|| self.peers.join(",")),
+                ),
+                (
+                    "WAF_BENCH_CRS",
+                    std::env::var_os("WAF_BENCH_CRS").map(|_| self.crs.display().to_string()),
+                ),
+                (
+                    "BENCH_SMOKE",
+                    super::harness::smoke().then(|| "1".to_owned()),
+                ),
+            ],
+        )
     }
 
     fn has(&self, peer: &str) -> bool {
