@@ -8,6 +8,7 @@ use std::{borrow::Cow, collections::HashMap, hash::BuildHasherDefault, net::IpAd
 use super::{
     actions::{Action, Ctl, EngineOverride, SetOp, apply_setop},
     body,
+    operator::ByteSet,
     rule::{Disruptive, Item, Link, Rule, RuleSet},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
@@ -77,9 +78,17 @@ struct State {
     processor: Option<&'static str>,
     force_body_var: bool,
     matches: Vec<RuleMatch>,
-    /// Transformed values by [`cache_key`]; `None` when the chain leaves the value unchanged
-    /// (the common case for benign values, which would otherwise be re-scanned by every rule).
-    cache: HashMap<u64, Option<Vec<u8>>, BuildHasherDefault<IntHasher>>,
+    /// Transformed values by [`cache_key`].
+    cache: HashMap<u64, Cached, BuildHasherDefault<IntHasher>>,
+}
+
+/// One value after one transformation chain, kept for the request.
+struct Cached {
+    /// `None` when the chain leaves the value unchanged (the common case for benign values,
+    /// which would otherwise be re-scanned by every rule).
+    value: Option<Vec<u8>>,
+    /// The bytes it holds, collected the first time a filtering operator reads it.
+    bytes: Option<ByteSet>,
 }
 
 /// The transformation cache key: a value's slot and a transformation chain id.
@@ -380,9 +389,10 @@ impl Engine {
         }
         let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
         let mut caps: Vec<Vec<u8>> = Vec::new();
+        let filters = op.filters();
         for cand in scratch.iter() {
-            let expand = |s: &str| expand_text(s, rule, data, st);
             let hit: Option<Vec<u8>> = if link.multi_match {
+                let expand = |s: &str| expand_text(s, rule, data, st);
                 let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
                 let mut found = None;
                 caps.clear();
@@ -410,35 +420,43 @@ impl Engine {
                 }
                 found
             } else {
-                let key = cache_key(cand.slot, link.chain_id);
-                let mut fresh = false;
-                let value: Cow<'_, [u8]> = if link.chain_id == 0 {
-                    Cow::Borrowed(&cand.value)
-                } else if cand.slot != 0 {
-                    match st.cache.get(&key) {
-                        Some(Some(v)) => Cow::Borrowed(v.as_slice()),
-                        Some(None) => Cow::Borrowed(&cand.value),
-                        None => {
-                            fresh = true;
-                            transform(&link.transforms, &cand.value)
-                        }
+                let (value, present) = if cand.slot != 0 {
+                    let key = cache_key(cand.slot, link.chain_id);
+                    let entry = st.cache.entry(key).or_insert_with(|| Cached {
+                        value: if link.chain_id == 0 {
+                            None
+                        } else {
+                            // Borrowed results are subslices of the value (`trim*`): unchanged
+                            // iff of the same length.
+                            match transform(&link.transforms, &cand.value) {
+                                Cow::Borrowed(b) if b.len() == cand.value.len() => None,
+                                other => Some(other.into_owned()),
+                            }
+                        },
+                        bytes: None,
+                    });
+                    if filters && entry.bytes.is_none() {
+                        entry.bytes =
+                            Some(ByteSet::of(entry.value.as_deref().unwrap_or(&cand.value)));
                     }
-                } else {
-                    transform(&link.transforms, &cand.value)
-                };
-                caps.clear();
-                let m = op.matches(&value, &expand, link.capture.then_some(&mut caps));
-                let v = m.then(|| value.to_vec());
-                if fresh {
-                    // Borrowed results are subslices of the value (`trim*`): unchanged iff
-                    // of the same length.
-                    let cached = match value {
-                        Cow::Borrowed(b) if b.len() == cand.value.len() => None,
-                        other => Some(other.into_owned()),
+                    let present = entry.bytes;
+                    let value = match st.cache.get(&key).and_then(|e| e.value.as_deref()) {
+                        Some(v) => Cow::Borrowed(v),
+                        None => Cow::Borrowed(&*cand.value),
                     };
-                    st.cache.insert(key, cached);
+                    (value, present)
+                } else {
+                    let value = transform(&link.transforms, &cand.value);
+                    let present = filters.then(|| ByteSet::of(&value));
+                    (value, present)
+                };
+                if present.is_some_and(|p| !op.may_match(&p)) {
+                    continue;
                 }
-                v
+                let expand = |s: &str| expand_text(s, rule, data, st);
+                caps.clear();
+                op.matches(&value, &expand, link.capture.then_some(&mut caps))
+                    .then(|| value.to_vec())
             };
             let Some(value) = hit else { continue };
             if link.capture {

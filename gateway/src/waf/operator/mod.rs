@@ -6,12 +6,14 @@ mod compare;
 mod ip;
 mod libinjection;
 mod pm;
+mod required;
 mod rx;
 mod validate;
 
 use std::path::Path;
 
 pub use libinjection::{detect_sqli, detect_xss};
+pub use required::ByteSet;
 
 /// Why an operator could not be built from its rule text.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,30 @@ impl Operator {
     /// Whether the argument holds `%{...}` macros: `matches` then calls `expand`.
     pub fn has_macros(&self) -> bool {
         self.macros
+    }
+
+    /// Whether a value holding the bytes `present` can make this operator match; `false` means
+    /// [`Self::matches`] would return `false` (the engine then skips the call).
+    pub fn may_match(&self, present: &ByteSet) -> bool {
+        if self.negated || self.macros {
+            return true;
+        }
+        match &self.kind {
+            Kind::Rx(rx) => rx.required().admits(present),
+            Kind::Pm(pm) => pm.required().admits(present),
+            _ => true,
+        }
+    }
+
+    /// Whether [`Self::may_match`] can ever say no (worth collecting a value's bytes for).
+    pub fn filters(&self) -> bool {
+        !self.negated
+            && !self.macros
+            && match &self.kind {
+                Kind::Rx(rx) => !rx.required().is_empty(),
+                Kind::Pm(pm) => !pm.required().is_empty(),
+                _ => false,
+            }
     }
 
     /// Whether this is `!@...`.

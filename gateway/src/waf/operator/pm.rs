@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
+use super::required::Required;
+
 #[derive(Debug)]
 pub(super) struct Pm {
     ac: Option<AhoCorasick>,
+    required: Required,
 }
 
 impl Pm {
@@ -49,7 +52,15 @@ impl Pm {
 
     /// Macro argument: built per evaluation.
     pub(super) fn dynamic() -> Self {
-        Self { ac: None }
+        Self {
+            ac: None,
+            required: Required::default(),
+        }
+    }
+
+    /// Bytes every match needs (see [`Required`]).
+    pub(super) fn required(&self) -> &Required {
+        &self.required
     }
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
@@ -77,7 +88,10 @@ fn build<P: AsRef<[u8]>>(phrases: &[P]) -> Result<Pm, String> {
         .match_kind(MatchKind::LeftmostLongest)
         .build(phrases)
         .map_err(|e| e.to_string())?;
-    Ok(Pm { ac: Some(ac) })
+    Ok(Pm {
+        ac: Some(ac),
+        required: Required::for_phrases(phrases),
+    })
 }
 
 /// Replaces `|HH HH|` sections by their bytes.

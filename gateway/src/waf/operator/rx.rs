@@ -8,7 +8,7 @@
 //! point, so it is rewritten to `\xHH` first. Size limits are raised so the largest CRS regexes
 //! (assembled from thousands of words) compile.
 
-use super::OperatorError;
+use super::{OperatorError, required::Required};
 
 /// Compiled size limit: the biggest CRS v4 patterns need tens of MiB as NFAs.
 const SIZE_LIMIT: usize = 256 << 20;
@@ -17,24 +17,36 @@ const DFA_SIZE_LIMIT: usize = 64 << 20;
 #[derive(Debug)]
 pub(super) struct Rx {
     re: Option<regex::bytes::Regex>,
+    required: Required,
 }
 
 impl Rx {
     pub(super) fn compile(pattern: &str) -> Result<Self, OperatorError> {
         // ModSecurity: an empty pattern matches everything.
         let pattern = if pattern.is_empty() { ".*" } else { pattern };
-        let re =
-            regex::bytes::RegexBuilder::new(&format!("(?sm-u){}", braced_hex_to_bytes(pattern)))
-                .size_limit(SIZE_LIMIT)
-                .dfa_size_limit(DFA_SIZE_LIMIT)
-                .build()
-                .map_err(|e| OperatorError::BadRegex(e.to_string()))?;
-        Ok(Self { re: Some(re) })
+        let full = format!("(?sm-u){}", braced_hex_to_bytes(pattern));
+        let re = regex::bytes::RegexBuilder::new(&full)
+            .size_limit(SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build()
+            .map_err(|e| OperatorError::BadRegex(e.to_string()))?;
+        Ok(Self {
+            re: Some(re),
+            required: Required::for_regex(&full),
+        })
     }
 
     /// A pattern with macros, compiled per evaluation from its expansion.
     pub(super) fn dynamic() -> Self {
-        Self { re: None }
+        Self {
+            re: None,
+            required: Required::default(),
+        }
+    }
+
+    /// Bytes every match needs (see [`Required`]).
+    pub(super) fn required(&self) -> &Required {
+        &self.required
     }
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {

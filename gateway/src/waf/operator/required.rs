@@ -1,0 +1,346 @@
+//! Bytes an operator's every match needs: a per-value test that lets the engine skip operators
+//! that cannot match, without running them.
+//!
+//! Most CRS patterns need some punctuation (`<`, `'`, `(`, `;`, `|`, `$`, `../`) that benign API
+//! values rarely hold, while the regex crate's own prefilters still cost a call, an input setup
+//! and a scan per (rule, value). Here each `@rx` is analysed once at load (its syntax tree from
+//! `regex-syntax`, the parser the `regex` crate itself uses) into up to [`MAX_CONDITIONS`] byte
+//! sets that every match must draw from; per request each value's bytes are collected once
+//! (cached with its transformation) and a rule whose conditions the value cannot meet is skipped
+//! with a few word operations. Sound by construction: a condition is only derived where the
+//! syntax guarantees it (a literal, a class, a repetition of at least one), so a skipped operator
+//! would not have matched; `tests` checks that against the CRS regression payloads.
+
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// At most this many conditions are kept per operator (the rarest ones).
+const MAX_CONDITIONS: usize = 3;
+
+/// A set of bytes, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    /// The bytes `value` holds.
+    pub fn of(value: &[u8]) -> Self {
+        let mut s = Self::default();
+        for &b in value {
+            s.insert(b);
+        }
+        s
+    }
+
+    pub fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn insert_range(&mut self, lo: u8, hi: u8) {
+        for b in lo..=hi {
+            self.insert(b);
+        }
+    }
+
+    fn union(&mut self, o: &Self) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a |= b;
+        }
+    }
+
+    fn intersects(&self, o: &Self) -> bool {
+        self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=255u8).filter(|&b| self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0)
+    }
+
+    /// How common these bytes are in benign API text: lower is a better filter.
+    fn weight(&self) -> u32 {
+        self.iter().map(benign_frequency).sum()
+    }
+}
+
+/// A rough rank of how often a byte occurs in benign values (JSON strings, names, header
+/// values): letters, digits and space everywhere, a few separators often, other punctuation and
+/// control bytes rarely.
+fn benign_frequency(b: u8) -> u32 {
+    match b {
+        b'a'..=b'z' => 40,
+        b'A'..=b'Z' | b'0'..=b'9' | b' ' => 30,
+        b'.' | b'-' | b'_' | b'/' | b',' | b':' | b'=' | b'@' | b'+' => 12,
+        b'(' | b')' | b';' | b'&' | b'?' | b'%' | b'#' | b'*' | b'!' => 4,
+        _ => 1,
+    }
+}
+
+/// Conditions every match meets: for each set, the matched text holds one of its bytes.
+/// Empty: no condition known (the operator must always run).
+#[derive(Clone, Debug, Default)]
+pub struct Required(Vec<ByteSet>);
+
+impl Required {
+    /// Whether a value holding `present` may match (false: it cannot).
+    pub fn admits(&self, present: &ByteSet) -> bool {
+        self.0.iter().all(|s| s.intersects(present))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// For a compiled `@rx` pattern (the exact text given to the regex builder).
+    pub fn for_regex(pattern: &str) -> Self {
+        let parsed = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(pattern);
+        match parsed {
+            Ok(hir) => Self(best(needs(&hir))),
+            // The regex crate compiled it, so this does not happen; no filter if it does.
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// For `@pm` phrases (ASCII case-insensitive): every match is one phrase, so it holds the
+    /// rarest byte of one of them, in either case.
+    pub fn for_phrases<P: AsRef<[u8]>>(phrases: &[P]) -> Self {
+        let mut set = ByteSet::default();
+        for p in phrases {
+            let Some(b) = p.as_ref().iter().copied().min_by_key(|&b| {
+                benign_frequency(b.to_ascii_lowercase()) + benign_frequency(b.to_ascii_uppercase())
+            }) else {
+                // An empty phrase matches anywhere.
+                return Self::default();
+            };
+            set.insert(b.to_ascii_lowercase());
+            set.insert(b.to_ascii_uppercase());
+        }
+        Self(vec![set])
+    }
+}
+
+/// The rarest conditions, at most [`MAX_CONDITIONS`]; sets that admit almost any text dropped.
+fn best(mut conds: Vec<ByteSet>) -> Vec<ByteSet> {
+    conds.sort_by_key(ByteSet::weight);
+    conds.dedup();
+    conds.truncate(MAX_CONDITIONS);
+    // A condition any lowercase word meets filters nothing and costs a check.
+    conds.retain(|c| c.weight() < 26 * 40);
+    conds
+}
+
+/// Conditions every match of `h` meets (a conjunction; empty when `h` can match without any).
+fn needs(h: &Hir) -> Vec<ByteSet> {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Vec::new(),
+        HirKind::Literal(lit) => lit
+            .0
+            .iter()
+            .map(|&b| {
+                let mut s = ByteSet::default();
+                s.insert(b);
+                s
+            })
+            .collect(),
+        HirKind::Class(class) => {
+            let mut s = ByteSet::default();
+            match class {
+                Class::Bytes(c) => {
+                    for r in c.iter() {
+                        s.insert_range(r.start(), r.end());
+                    }
+                }
+                Class::Unicode(c) => {
+                    // A code point's UTF-8 encoding starts with the byte itself (ASCII) or with
+                    // a lead byte 0xC2..=0xF4: take every lead byte.
+                    for r in c.iter() {
+                        let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                        if lo < 0x80 {
+                            s.insert_range(lo as u8, hi.min(0x7f) as u8);
+                        }
+                        if hi >= 0x80 {
+                            s.insert_range(0xc0, 0xff);
+                        }
+                    }
+                }
+            }
+            if s == ByteSet::default() {
+                // An empty class never matches; any condition is sound, keep none.
+                return Vec::new();
+            }
+            vec![s]
+        }
+        HirKind::Repetition(rep) => {
+            if rep.min == 0 {
+                Vec::new()
+            } else {
+                needs(&rep.sub)
+            }
+        }
+        HirKind::Capture(cap) => needs(&cap.sub),
+        HirKind::Concat(subs) => best(subs.iter().flat_map(needs).collect()),
+        HirKind::Alternation(subs) => {
+            // One branch matches: the union of one condition per branch holds.
+            let mut u = ByteSet::default();
+            for s in subs {
+                let Some(c) = needs(s).into_iter().min_by_key(ByteSet::weight) else {
+                    return Vec::new();
+                };
+                u.union(&c);
+            }
+            vec![u]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admits(pattern: &str, value: &[u8]) -> bool {
+        Required::for_regex(&format!("(?sm-u){pattern}")).admits(&ByteSet::of(value))
+    }
+
+    #[test]
+    fn literal_punctuation_is_required() {
+        assert!(!admits("<script", b"hello world"));
+        assert!(admits("<script", b"<script>"));
+        assert!(!admits("(?i)union.{0,9}select\\(", b"union select x"));
+    }
+
+    #[test]
+    fn alternation_needs_one_branch_and_optional_parts_need_nothing() {
+        assert!(admits("a?b*", b""));
+        assert!(admits("'|\"|;", b"x;y"));
+        assert!(!admits("'|\"|;", b"xy"));
+        assert!(admits("x|\\w+", b"zz"));
+        assert!(admits("^$", b""));
+    }
+
+    #[test]
+    fn case_folded_literals_and_classes() {
+        // Either case of each letter is a condition.
+        assert!(admits("(?i)select", b"xSeLeCtx"));
+        assert!(!admits("(?i)select", b"hello"));
+        // A class of any lowercase letter filters nothing and is dropped.
+        assert!(Required::for_regex("(?sm-u)[a-z]+").is_empty());
+        assert!(admits("[<>]", b">"));
+        assert!(!admits("[<>]", b"a"));
+    }
+
+    #[test]
+    fn phrases_match_in_either_case() {
+        let r = Required::for_phrases(&["<?php", "eval("]);
+        assert!(r.admits(&ByteSet::of(b"EVAL(1)")));
+        assert!(!r.admits(&ByteSet::of(b"evaluate")));
+    }
+}
+
+/// The filter against the real thing: for every CRS rule and the strings of the CRS regression
+/// payloads (request line, headers, body, decoded arguments) after each rule's transformations,
+/// every operator call the filter would skip is made anyway and must not match. Each test's
+/// strings go through the links of the rule it targets, and every 8th test's through all links.
+#[cfg(test)]
+mod crs_property {
+    use std::path::{Path, PathBuf};
+
+    use super::ByteSet;
+    use crate::waf::{
+        body, load_rules,
+        rule::{Item, Link},
+    };
+
+    fn shared() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+    }
+
+    fn strings(case: &serde_json::Value) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let s = |k: &str| case.get(k).and_then(|v| v.as_str()).map(str::as_bytes);
+        for k in ["uri", "body", "data_raw", "method"] {
+            if let Some(v) = s(k) {
+                out.push(v.to_vec());
+                out.push(body::url_decode(v).0);
+                let query = if k == "uri" {
+                    v.splitn(2, |&b| b == b'?').nth(1).unwrap_or(b"")
+                } else {
+                    v
+                };
+                for (name, value) in body::parse_urlencoded(query).0 {
+                    out.push(name);
+                    out.push(value);
+                }
+            }
+        }
+        for h in case
+            .get("headers")
+            .and_then(|h| h.as_array())
+            .into_iter()
+            .flatten()
+        {
+            for part in h.as_array().into_iter().flatten() {
+                if let Some(p) = part.as_str() {
+                    out.push(p.as_bytes().to_vec());
+                }
+            }
+        }
+        out
+    }
+
+    /// Panics if the filter skips `link` on `raw` (transformed) although its operator matches.
+    fn check(id: u32, link: &Link, raw: &[u8], skipped: &mut usize) {
+        let Some(op) = &link.op else { return };
+        let mut value = raw.to_vec();
+        for t in link.transforms.iter() {
+            value = t.apply(&value).into_owned();
+        }
+        if op.may_match(&ByteSet::of(&value)) {
+            return;
+        }
+        *skipped += 1;
+        let no_macros = |_: &str| -> String { unreachable!("filtered operators have no macros") };
+        assert_eq!(
+            op.matches(&value, &no_macros, None),
+            op.negated(),
+            "rule {id}: the filter skips @{} on {:?}",
+            op.arg(),
+            String::from_utf8_lossy(&value)
+        );
+    }
+
+    #[test]
+    fn the_filter_never_skips_a_crs_rule_that_matches_a_crs_regression_payload() {
+        let set = load_rules(&[shared().join("crs/rules/*.conf")]).expect("CRS loads");
+        let links: Vec<(u32, &Link)> = set
+            .phases
+            .iter()
+            .flat_map(|p| &p.items)
+            .filter_map(|i| match i {
+                Item::Rule(r) => Some(r),
+                Item::Marker(_) => None,
+            })
+            .flat_map(|r| r.links.iter().map(move |l| (r.id, l)))
+            .filter(|(_, l)| l.op.as_ref().is_some_and(|o| o.filters()))
+            .collect();
+        assert!(links.len() > 250, "only {} links filtered", links.len());
+        let corpus = std::fs::read_to_string(shared().join("corpora/crs-regression.jsonl"))
+            .expect("corpus at ../shared/corpora");
+        let (mut skipped, mut cases) = (0, 0);
+        for (n, line) in corpus.lines().enumerate() {
+            let case: serde_json::Value = serde_json::from_str(line).expect("jsonl");
+            let rule_id = case.get("rule_id").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+            let values = strings(&case);
+            cases += 1;
+            for &(id, link) in &links {
+                if id != rule_id && n % 8 != 0 {
+                    continue;
+                }
+                for v in &values {
+                    check(id, link, v, &mut skipped);
+                }
+            }
+        }
+        assert!(cases > 5000, "{cases}");
+        assert!(skipped > 100_000, "only {skipped} skipped calls checked");
+    }
+}
