@@ -371,10 +371,7 @@ impl Issuer {
             return self.verify_uncached(token).await.map(|(claims, _)| claims);
         };
         let key = TokenCache::key(token);
-        if let Some(hit) = self
-            .generation()
-            .and_then(|generation| cache.get(&key, generation))
-        {
+        if let Some(hit) = cache.get(&key, self.generation()) {
             self.check_clock(&hit.claims, hit.exp, hit.nbf)?;
             return Ok(Value::clone(&hit.claims));
         }

@@ -144,9 +144,21 @@ impl TokenCache {
     }
 
     /// The entry for `key` if it was verified with key-set `generation` less than `max_ttl`
-    /// ago; a stale entry is dropped.
-    pub(crate) fn get(&self, key: &Key, generation: u64) -> Option<Entry> {
-        let found = self.entries.get(key).filter(|entry| {
+    /// ago; a stale entry is dropped. `generation` is `None` while there are no keys at all:
+    /// a miss.
+    pub(crate) fn get(&self, key: &Key, generation: Option<u64>) -> Option<Entry> {
+        let found = generation.and_then(|generation| self.lookup(key, generation));
+        let counter = if found.is_some() {
+            &self.lookups.hits
+        } else {
+            &self.lookups.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, key: &Key, generation: u64) -> Option<Entry> {
+        self.entries.get(key).filter(|entry| {
             let fresh = entry.generation == generation && entry.inserted.elapsed() < self.max_ttl;
             if !fresh {
                 // Only if still the stale one: a concurrent request may have re-verified it.
@@ -155,14 +167,7 @@ impl TokenCache {
                 });
             }
             fresh
-        });
-        let counter = if found.is_some() {
-            &self.lookups.hits
-        } else {
-            &self.lookups.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        })
     }
 
     pub(crate) fn insert(&self, key: Key, entry: Entry) {
@@ -210,13 +215,13 @@ mod tests {
         let cache = TokenCache::new("t", 10, Duration::from_secs(300)).expect("on");
         let k = TokenCache::key("t1");
         cache.insert(k, entry(json!(4_000_000_000u64), 7));
-        let hit = cache.get(&k, 7).expect("hit");
+        let hit = cache.get(&k, Some(7)).expect("hit");
         assert_eq!(hit.claims["sub"], "u");
         assert_eq!(hit.exp, 4_000_000_000);
         // The key set changed: a miss, and the entry is gone even for the old generation.
-        assert!(cache.get(&k, 8).is_none());
-        assert!(cache.get(&k, 7).is_none());
-        assert!(cache.get(&TokenCache::key("t2"), 7).is_none());
+        assert!(cache.get(&k, Some(8)).is_none());
+        assert!(cache.get(&k, Some(7)).is_none());
+        assert!(cache.get(&TokenCache::key("t2"), Some(7)).is_none());
     }
 
     #[test]
@@ -224,9 +229,9 @@ mod tests {
         let cache = TokenCache::new("t", 10, Duration::from_millis(50)).expect("on");
         let k = TokenCache::key("t");
         cache.insert(k, entry(json!(4_000_000_000u64), 0));
-        assert!(cache.get(&k, 0).is_some());
+        assert!(cache.get(&k, Some(0)).is_some());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(cache.get(&k, 0).is_none());
+        assert!(cache.get(&k, Some(0)).is_none());
         assert_eq!(cache.len(), 0);
     }
 
@@ -241,7 +246,7 @@ mod tests {
             assert!(cache.len() <= 100, "{} entries after {i}", cache.len());
         }
         // The last ones are still there: eviction made room rather than refusing.
-        assert!(cache.get(&TokenCache::key("token-9999"), 0).is_some());
+        assert!(cache.get(&TokenCache::key("token-9999"), Some(0)).is_some());
     }
 
     #[test]
