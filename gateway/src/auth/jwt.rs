@@ -879,6 +879,21 @@ mod tests {
         }
         assert_eq!(issuer.cache.as_ref().expect("on").len(), 1);
         assert_eq!(lookups("unit-cache-hits"), (2, 4));
+        // What operators see on /metrics.
+        let text = crate::telemetry::metrics::Metrics::new()
+            .encode()
+            .expect("encode");
+        for (result, n) in [("hit", 2.0), ("miss", 4.0)] {
+            assert_eq!(
+                crate::telemetry::metrics::sample(
+                    &text,
+                    "gateway_jwt_cache_lookups_total",
+                    &[("issuer", "unit-cache-hits"), ("result", result)]
+                ),
+                Some(n),
+                "{text}"
+            );
+        }
     }
 
     /// What a cached token gets once the clock moved on is exactly what the same token would
