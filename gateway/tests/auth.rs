@@ -1613,3 +1613,290 @@ routes:
     .await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The verified-token cache (`auth.jwt.<name>.cache`). Each test names its issuers uniquely: the
+// hit/miss counters are per issuer name and process-wide.
+
+/// Hits and misses of one issuer's cache so far.
+fn cache_lookups(issuer: &str) -> (u64, u64) {
+    gateway::auth::jwt_cache_lookups()
+        .into_iter()
+        .find(|(name, ..)| name == issuer)
+        .map_or((0, 0), |(_, hits, misses)| (hits, misses))
+}
+
+/// Two ES256 issuers on the same JWKS, `<name>` with the cache as configured by `cache` and
+/// `<name>-off` without it, on routes `/on` and `/off`; leeway 0.
+fn cache_yaml(idp: &Idp, backend: &Backend, name: &str, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ app: {{ endpoints: ["{backend}"] }} }}
+auth:
+  jwt:
+    {name}:
+      issuer: "{iss}"
+      jwks_url: "{jwks}"
+      algorithms: [ES256]
+      audiences: ["api://orders"]
+      leeway: 0s
+      min_refetch_interval: 0s
+      {extra}
+    {name}-off:
+      issuer: "{iss}"
+      jwks_url: "{jwks}"
+      algorithms: [ES256]
+      audiences: ["api://orders"]
+      leeway: 0s
+      min_refetch_interval: 0s
+      cache: {{ max_entries: 0 }}
+routes:
+  - {{ name: on, match: {{ prefix: /on }}, upstream: app, auth: {{ any_of: [jwt.{name}] }} }}
+  - {{ name: off, match: {{ prefix: /off }}, upstream: app, auth: {{ any_of: [jwt.{name}-off] }} }}
+"#,
+        backend = backend.url(),
+        iss = idp.issuer(),
+        jwks = idp.url("/jwks"),
+    )
+}
+
+/// The answer a client sees, for comparing the cached and the uncached path.
+fn outcome(r: &Raw) -> (u16, String, String) {
+    if r.status == 200 {
+        return (200, String::new(), String::new());
+    }
+    let doc = r.json();
+    (
+        r.status,
+        doc["code"].as_str().unwrap_or_default().to_owned(),
+        doc["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_cached_token_is_accepted_until_it_expires_then_refused_as_if_uncached() {
+    let idp = Idp::start().await;
+    let backend = Backend::start("app").await;
+    let a = SigningKey::new("key-a");
+    idp.publish(&[&a]);
+    let proxy = start(&cache_yaml(&idp, &backend, "cache-expiry", "")).await;
+    let addr = proxy.addr("main").expect("listener");
+    let iss = idp.issuer();
+
+    // Valid for this second and the next (leeway 0).
+    let exp = now() + 1;
+    let token = a.sign(&claims(&iss, json!({ "exp": exp })));
+    for i in 0..3u64 {
+        let r = bearer(addr, "/on/x", &token).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.upstream_header("x-user-id"), None);
+        assert_eq!(cache_lookups("cache-expiry"), (i, 1), "request {i}");
+    }
+    assert_eq!(bearer(addr, "/off/x", &token).await.status, 200);
+
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (hits, _) = cache_lookups("cache-expiry");
+    let cached = bearer(addr, "/on/x", &token).await;
+    assert_eq!(
+        cache_lookups("cache-expiry").0,
+        hits + 1,
+        "answered from the cache"
+    );
+    let uncached = bearer(addr, "/off/x", &token).await;
+    let never_seen = bearer(
+        addr,
+        "/on/x",
+        &a.sign(&claims(&iss, json!({ "exp": now() - 1 }))),
+    )
+    .await;
+    assert_eq!(
+        outcome(&cached),
+        (401, "auth_expired".into(), "token expired".into()),
+        "{cached:?}"
+    );
+    assert_eq!(outcome(&cached), outcome(&uncached));
+    assert_eq!(outcome(&cached), outcome(&never_seen));
+    assert_eq!(
+        cache_lookups("cache-expiry-off"),
+        (0, 0),
+        "max_entries: 0 turns the cache off"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_token_whose_key_left_the_jwks_is_refused_after_the_refetch() {
+    let idp = Idp::start().await;
+    let backend = Backend::start("app").await;
+    let a = SigningKey::new("key-a");
+    let b = SigningKey::new("key-b");
+    idp.publish(&[&a]);
+    let proxy = start(&cache_yaml(&idp, &backend, "cache-rotation", "")).await;
+    let addr = proxy.addr("main").expect("listener");
+    let iss = idp.issuer();
+
+    let old = a.sign(&claims(&iss, json!({})));
+    for _ in 0..2 {
+        assert_eq!(bearer(addr, "/on/x", &old).await.status, 200);
+    }
+    assert_eq!(
+        cache_lookups("cache-rotation"),
+        (1, 1),
+        "the second was a hit"
+    );
+
+    // The IdP rotates `key-a` out; a token with the new kid makes the gateway refetch.
+    idp.publish(&[&b]);
+    let new = b.sign(&claims(&iss, json!({"sub": "user-2"})));
+    let r = bearer(addr, "/on/x", &new).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let fetches = idp.hits("/jwks");
+    for _ in 0..2 {
+        let r = bearer(addr, "/on/x", &old).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "auth_invalid_token"),
+            "the cached token of a removed key: {r:?}"
+        );
+    }
+    assert!(
+        idp.hits("/jwks") > fetches,
+        "re-verified against the IdP's keys"
+    );
+    assert_eq!(bearer(addr, "/on/x", &new).await.status, 200);
+}
+
+#[tokio::test]
+async fn cache_hits_still_refresh_the_keys_and_an_unchanged_jwks_keeps_the_cache() {
+    let idp = Idp::start().await;
+    let backend = Backend::start("app").await;
+    let a = SigningKey::new("key-a");
+    let b = SigningKey::new("key-b");
+    idp.publish(&[&a]);
+    // Every request finds the keys due and refreshes them in the background.
+    let proxy = start(&cache_yaml(
+        &idp,
+        &backend,
+        "cache-refresh",
+        "refresh_interval: 0s",
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let token = a.sign(&claims(&idp.issuer(), json!({})));
+    assert_eq!(bearer(addr, "/on/x", &token).await.status, 200);
+    // Let background refreshes of the same document happen: the entry stays valid.
+    for _ in 0..3 {
+        let fetches = idp.hits("/jwks");
+        assert_eq!(bearer(addr, "/on/x", &token).await.status, 200);
+        tokio::time::timeout(WAIT, async {
+            while idp.hits("/jwks") == fetches {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a hit starts the due refresh");
+    }
+    let (hits, misses) = cache_lookups("cache-refresh");
+    assert!(
+        hits >= 3,
+        "refreshes that find the same keys keep the cache: {hits} hits"
+    );
+    assert_eq!(misses, 1);
+
+    // Rotation without any unknown kid: only the background refresh can notice it.
+    idp.publish(&[&b]);
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = bearer(addr, "/on/x", &token).await;
+            if r.status != 200 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the cached token is refused once the refresh removed its key");
+    assert_eq!(refused.code(), "auth_invalid_token", "{refused:?}");
+}
+
+#[tokio::test]
+async fn bad_signatures_and_tampered_payloads_never_hit_the_cache() {
+    let idp = Idp::start().await;
+    let backend = Backend::start("app").await;
+    let a = SigningKey::new("key-a");
+    idp.publish(&[&a]);
+    let proxy = start(&cache_yaml(&idp, &backend, "cache-tamper", "")).await;
+    let addr = proxy.addr("main").expect("listener");
+    let good = a.sign(&claims(&idp.issuer(), json!({})));
+    for _ in 0..2 {
+        assert_eq!(bearer(addr, "/on/x", &good).await.status, 200);
+    }
+    assert_eq!(cache_lookups("cache-tamper"), (1, 1));
+
+    let parts: Vec<&str> = good.split('.').collect();
+    // Same header and signature, another subject.
+    let mut payload: Value =
+        serde_json::from_slice(&B64.decode(parts[1]).expect("b64")).expect("json");
+    payload["sub"] = json!("admin");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(payload.to_string()),
+        parts[2]
+    );
+    // The signature of the cached token with one character changed.
+    let at = good.len() - 10;
+    let swap = if &good[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swap}{}", &good[..at], &good[at + 1..]);
+    for token in [&tampered, &forged] {
+        for _ in 0..3 {
+            let r = bearer(addr, "/on/x", token).await;
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (401, "auth_invalid_token"),
+                "{r:?}"
+            );
+        }
+    }
+    assert_eq!(
+        cache_lookups("cache-tamper"),
+        (1, 7),
+        "every refused request was a miss: failures are never cached"
+    );
+    let r = bearer(addr, "/on/x", &good).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(cache_lookups("cache-tamper"), (2, 7));
+}
+
+#[test]
+fn cache_settings_are_checked() {
+    let base = |cache: &str| {
+        format!(
+            r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+upstreams: {{ app: {{ endpoints: ["http://127.0.0.1:9"] }} }}
+auth:
+  jwt:
+    idp: {{ issuer: i, jwks_url: "http://127.0.0.1:9/jwks", algorithms: [ES256], cache: {cache} }}
+routes:
+  - {{ match: {{ prefix: / }}, upstream: app }}
+"#
+        )
+    };
+    for ok in [
+        "{ max_entries: 0 }",
+        "{ max_entries: 50000, max_ttl: 1m }",
+        "{}",
+    ] {
+        Config::parse(Path::new("t.yaml"), &base(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in ["{ size: 10 }", "{ max_ttl: soon }", "{ max_entries: -1 }"] {
+        assert!(
+            Config::parse(Path::new("t.yaml"), &base(bad)).is_err(),
+            "{bad} accepted"
+        );
+    }
+}

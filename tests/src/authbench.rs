@@ -9,6 +9,12 @@
 //! signed once (they stay valid for a day); HMAC requests are signed per request ([`Client::apply`]),
 //! because the gateway refuses a nonce it has seen.
 //!
+//! JWT rows come in two kinds. `jwt-rs256`, `jwt-es256`, `jwt-eddsa` and `jwt-es256-jwks` turn
+//! the gateway's verified-token cache off (`cache: { max_entries: 0 }`): they measure the full
+//! verification, signature included, on every request. `jwt-*-cached` send the same tokens to
+//! issuers with the cache on (the default), as real clients do (one token for its whole
+//! lifetime): after the first request, a SHA-256 lookup and the clock checks.
+//!
 //! Keys: ES256, EdDSA and the JWKS key are generated per run with rcgen; the RSA key is the
 //! gateway tests' fixture, because ring (rcgen's backend) cannot generate RSA keys and the `rsa`
 //! crate takes seconds for it in a debug build.
@@ -60,6 +66,21 @@ pub const SCHEMES: &[(&str, &str, Option<&str>)] = &[
     ("jwt-es256", "/jwt-es256", Some("jwt.es256")),
     ("jwt-eddsa", "/jwt-eddsa", Some("jwt.eddsa")),
     ("jwt-es256-jwks", "/jwt-es256-jwks", Some("jwt.jwks")),
+    (
+        "jwt-rs256-cached",
+        "/jwt-rs256-cached",
+        Some("jwt.rs256-cached"),
+    ),
+    (
+        "jwt-es256-cached",
+        "/jwt-es256-cached",
+        Some("jwt.es256-cached"),
+    ),
+    (
+        "jwt-eddsa-cached",
+        "/jwt-eddsa-cached",
+        Some("jwt.eddsa-cached"),
+    ),
     ("api-key", "/api-key", Some("api_key.main")),
     ("hmac-sha256", "/hmac-sha256", Some("hmac.partners")),
 ];
@@ -171,9 +192,9 @@ pub fn prepare(dir: &Path, ports: Ports, nonce_cache: usize) -> anyhow::Result<V
     for (scheme, path, _) in SCHEMES {
         let (headers, hmac) = match *scheme {
             "none" => (Vec::new(), None),
-            "jwt-rs256" => (bearer(&rs256), None),
-            "jwt-es256" => (bearer(&es256), None),
-            "jwt-eddsa" => (bearer(&eddsa), None),
+            "jwt-rs256" | "jwt-rs256-cached" => (bearer(&rs256), None),
+            "jwt-es256" | "jwt-es256-cached" => (bearer(&es256), None),
+            "jwt-eddsa" | "jwt-eddsa-cached" => (bearer(&eddsa), None),
             "jwt-es256-jwks" => (bearer(&jwks_token), None),
             "api-key" => (vec![("x-api-key".to_owned(), api_key.clone())], None),
             "hmac-sha256" => (
@@ -194,11 +215,14 @@ pub fn prepare(dir: &Path, ports: Ports, nonce_cache: usize) -> anyhow::Result<V
     }
     write("clients.json", &serde_json::to_string_pretty(&clients)?)?;
 
-    let jwt = |name: &str, alg: &str, keys: String| {
+    // `cache` is the issuer's verified-token cache: off for the rows that measure the
+    // signature check, the default bound for the `-cached` rows.
+    let jwt = |name: &str, alg: &str, keys: String, cache: &str| {
         format!(
-            "    {name}:\n      issuer: \"{ISSUER}\"\n      algorithms: [{alg}]\n      audiences: [\"{AUDIENCE}\"]\n      required_claims: [sub, scope]\n      {keys}\n"
+            "    {name}:\n      issuer: \"{ISSUER}\"\n      algorithms: [{alg}]\n      audiences: [\"{AUDIENCE}\"]\n      required_claims: [sub, scope]\n      {keys}\n      cache: {cache}\n"
         )
     };
+    let (off, on) = ("{ max_entries: 0 }", "{ max_entries: 10000, max_ttl: 5m }");
     let pem = |p: &Path| format!("keys: [{{ pem_file: \"{}\" }}]", p.display());
     let mut routes = String::new();
     for (scheme, path, source) in SCHEMES {
@@ -219,7 +243,7 @@ upstreams:
   backend: {{ endpoints: ["http://127.0.0.1:{backend}"] }}
 auth:
   jwt:
-{rs}{es}{ed}{jw}  api_keys:
+{rs}{es}{ed}{jw}{rsc}{esc}{edc}  api_keys:
     main:
       header: X-Api-Key
       keys: [{{ id: {API_KEY_ID}, sha256: "{api_key_sha}", scopes: [orders:read] }}]
@@ -232,9 +256,12 @@ routes:
         state = dir.join("state").display(),
         gateway = ports.gateway,
         backend = ports.backend,
-        rs = jwt("rs256", "RS256", pem(&rs256_pub)),
-        es = jwt("es256", "ES256", pem(&es256_pub)),
-        ed = jwt("eddsa", "EdDSA", pem(&eddsa_pub)),
+        rs = jwt("rs256", "RS256", pem(&rs256_pub), off),
+        es = jwt("es256", "ES256", pem(&es256_pub), off),
+        ed = jwt("eddsa", "EdDSA", pem(&eddsa_pub), off),
+        rsc = jwt("rs256-cached", "RS256", pem(&rs256_pub), on),
+        esc = jwt("es256-cached", "ES256", pem(&es256_pub), on),
+        edc = jwt("eddsa-cached", "EdDSA", pem(&eddsa_pub), on),
         // Refreshed hourly: every run measures warm keys, none a background refetch.
         jw = jwt(
             "jwks",
@@ -242,7 +269,8 @@ routes:
             format!(
                 "jwks_url: \"http://127.0.0.1:{}/jwks.json\"\n      refresh_interval: 1h",
                 ports.jwks
-            )
+            ),
+            off,
         ),
         hmac_file = hmac_file.display(),
     );
@@ -569,7 +597,16 @@ mod tests {
             .expect_err("a replayed signature is refused");
         assert_eq!(refused.status, http::StatusCode::UNAUTHORIZED);
         assert_eq!(refused.code, "auth_replay");
-        for scheme in ["jwt-rs256", "jwt-es256", "jwt-eddsa", "jwt-es256-jwks"] {
+        // The `-cached` rows' tokens were just cached: a changed token must still be refused.
+        for scheme in [
+            "jwt-rs256",
+            "jwt-es256",
+            "jwt-eddsa",
+            "jwt-es256-jwks",
+            "jwt-rs256-cached",
+            "jwt-es256-cached",
+            "jwt-eddsa-cached",
+        ] {
             let client = loaded.iter().find(|c| c.scheme == scheme).expect("client");
             let mut parts = Stage::request(client, "127.0.0.1:8080").expect("request");
             let token = parts.headers[hyper::header::AUTHORIZATION]
@@ -590,6 +627,25 @@ mod tests {
                 stage.authenticate(route, &mut parts).await.is_err(),
                 "{scheme}: a tampered token is refused"
             );
+        }
+        // The rows measure what they say: the `-cached` issuers answered the second request
+        // from the cache, the others never looked (their cache is off).
+        let lookups = gateway::auth::jwt_cache_lookups();
+        let of = |issuer: &str| {
+            lookups
+                .iter()
+                .find(|(name, ..)| name == issuer)
+                .map(|(_, hits, misses)| (*hits, *misses))
+        };
+        for issuer in ["rs256-cached", "es256-cached", "eddsa-cached"] {
+            let (hits, misses) = of(issuer).unwrap_or_else(|| panic!("{issuer}: no lookups"));
+            assert!(
+                hits >= 1 && misses >= 1,
+                "{issuer}: {hits} hits, {misses} misses"
+            );
+        }
+        for issuer in ["rs256", "es256", "eddsa", "jwks"] {
+            assert_eq!(of(issuer), None, "{issuer}: the cache is off");
         }
         server.abort();
     }

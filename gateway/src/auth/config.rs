@@ -119,6 +119,35 @@ pub struct JwtIssuerConfig {
     /// What happens while no key was ever fetched (IdP down since start).
     #[serde(default)]
     pub no_keys: NoKeys,
+    /// Verified tokens remembered so that a token sent again skips the signature check.
+    #[serde(default)]
+    pub cache: JwtCacheConfig,
+}
+
+/// The verified-token cache of one issuer. Keyed by the SHA-256 of the whole token; only tokens
+/// that passed every check are kept (a refused token is checked again each time, so no request
+/// can poison the cache); `exp`, `nbf` and `iat` are checked again on every hit; entries verified
+/// with remote keys that a JWKS refresh changed are verified again.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtCacheConfig {
+    /// Tokens kept (the least useful are evicted beyond); `0` turns the cache off.
+    #[serde(default = "default_jwt_cache_entries")]
+    pub max_entries: usize,
+    /// A verification is trusted this long at most, even when the token's `exp` is later;
+    /// `0s` turns the cache off.
+    #[serde(default = "default_jwt_cache_ttl", deserialize_with = "de_duration")]
+    #[schemars(with = "String")]
+    pub max_ttl: Duration,
+}
+
+impl Default for JwtCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: default_jwt_cache_entries(),
+            max_ttl: default_jwt_cache_ttl(),
+        }
+    }
 }
 
 /// The policy when an issuer has no keys at all. Last good keys are always kept, so this only
@@ -333,6 +362,12 @@ fn default_scopes_claim() -> String {
 }
 fn default_max_token() -> usize {
     8 * 1024
+}
+fn default_jwt_cache_entries() -> usize {
+    10_000
+}
+fn default_jwt_cache_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_refresh() -> Duration {
     Duration::from_secs(300)

@@ -9,7 +9,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -22,11 +22,13 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, Jwk, PublicKeyUse},
 };
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::{
     Failure,
     config::{JwtIssuerConfig, NoKeys, StaticKeyConfig, read_secret},
     fetch::Fetcher,
+    token_cache::{Entry, TokenCache},
 };
 use crate::proxy::stage::Principal;
 
@@ -67,6 +69,8 @@ pub(crate) struct Issuer {
     max_token_bytes: usize,
     keys: Keys,
     no_keys: NoKeys,
+    /// Verified tokens; `None` when `cache.max_entries` is 0.
+    cache: Option<TokenCache>,
 }
 
 #[derive(Debug)]
@@ -124,7 +128,17 @@ struct RemoteKeys {
 struct Fetched {
     keys: KeySet,
     at: Instant,
+    /// Changes whenever a fetch brings a different document, never otherwise: cached
+    /// verifications are valid for their generation only, and a periodic refresh that finds
+    /// the same keys must not throw them all away.
+    generation: u64,
+    /// SHA-256 of the JWKS document as parsed, to tell whether a refresh changed it.
+    digest: [u8; 32],
 }
+
+/// Key-set generations, process-wide so that no two fetches of any issuer share one (0 is the
+/// static keys').
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Default)]
 struct FetchState {
@@ -267,6 +281,7 @@ impl Issuer {
             max_token_bytes: c.max_token_bytes,
             keys,
             no_keys: c.no_keys,
+            cache: TokenCache::new(name, c.cache.max_entries, c.cache.max_ttl),
         })
     }
 
@@ -348,8 +363,67 @@ impl Issuer {
         Ok(Some((principal, forward)))
     }
 
-    /// Signature, algorithm and claims; returns the claims.
+    /// Signature, algorithm and claims; returns the claims. A token that passed all of them
+    /// before comes from the cache, with the checks that depend on the clock done again, so it
+    /// gets the same answer it would get uncached.
     pub(crate) async fn verify(&self, token: &str) -> Result<Value, Failure> {
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token).await.map(|(claims, _)| claims);
+        };
+        let key = TokenCache::key(token);
+        if let Some(hit) = cache.get(&key, self.generation()) {
+            self.check_clock(&hit.claims, hit.exp, hit.nbf)?;
+            return Ok(Value::clone(&hit.claims));
+        }
+        let (claims, generation) = self.verify_uncached(token).await?;
+        if let Some(entry) = Entry::new(Arc::new(claims.clone()), generation) {
+            cache.insert(key, entry);
+        }
+        Ok(claims)
+    }
+
+    /// The generation of the keys a verification would use now (for remote keys, refreshed in
+    /// the background when due, as a verification would: cache hits must not stop refreshes);
+    /// `None` while remote keys were never fetched.
+    fn generation(&self) -> Option<u64> {
+        match &self.keys {
+            Keys::Static(_) => Some(0),
+            Keys::Remote(remote) => remote.loaded().map(|f| f.generation),
+        }
+    }
+
+    /// The checks of [`Self::verify_uncached`] that depend on the clock, in its order and with
+    /// its answers: `exp` and `nbf` as jsonwebtoken checks them, then `iat`.
+    fn check_clock(&self, claims: &Value, exp: u64, nbf: Option<u64>) -> Result<(), Failure> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if exp < now.saturating_sub(self.leeway) {
+            return Err(expired());
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(not_yet_valid());
+        }
+        self.check_iat(claims, now)
+    }
+
+    /// jsonwebtoken leaves `iat` alone: a token issued in the future was minted by a wrong
+    /// clock or a forger.
+    fn check_iat(&self, claims: &Value, now: u64) -> Result<(), Failure> {
+        if claims
+            .get("iat")
+            .and_then(Value::as_f64)
+            .is_some_and(|iat| iat > (now + self.leeway) as f64)
+        {
+            return Err(Failure::rejected(
+                "auth_invalid_claims",
+                "token issued in the future (iat)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every check, signature first; the claims and the generation of the keys that verified
+    /// them.
+    async fn verify_uncached(&self, token: &str) -> Result<(Value, u64), Failure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Failure::invalid_token("malformed token or unsupported algorithm"))?;
         let Some((alg, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg)
@@ -362,8 +436,8 @@ impl Issuer {
         if kid.is_some_and(|k| k.len() > MAX_KID) {
             return Err(Failure::invalid_token("kid too long"));
         }
-        let result = match &self.keys {
-            Keys::Static(set) => verify_with(set, token, kid, *alg, validation),
+        let (result, generation) = match &self.keys {
+            Keys::Static(set) => (verify_with(set, token, kid, *alg, validation), 0),
             Keys::Remote(remote) => {
                 let Some(fetched) = remote.current().await else {
                     return Err(self.no_keys_failure());
@@ -373,28 +447,19 @@ impl Issuer {
                         // Possibly a rotation: refetch (rate-limited), then try once more.
                         remote.refetch().await;
                         match remote.state.load_full() {
-                            Some(f) => verify_with(&f.keys, token, kid, *alg, validation),
+                            Some(f) => (
+                                verify_with(&f.keys, token, kid, *alg, validation),
+                                f.generation,
+                            ),
                             None => return Err(self.no_keys_failure()),
                         }
                     }
-                    other => other,
+                    other => (other, fetched.generation),
                 }
             }
         };
         let claims = result.map_err(VerifyError::into_failure)?;
-        // jsonwebtoken leaves `iat` alone: a token issued in the future was minted by a wrong
-        // clock or a forger.
-        let now = jsonwebtoken::get_current_timestamp();
-        if claims
-            .get("iat")
-            .and_then(Value::as_f64)
-            .is_some_and(|iat| iat > (now + self.leeway) as f64)
-        {
-            return Err(Failure::rejected(
-                "auth_invalid_claims",
-                "token issued in the future (iat)",
-            ));
-        }
+        self.check_iat(&claims, jsonwebtoken::get_current_timestamp())?;
         if self.refuse_any_aud && claims.get("aud").is_some() {
             return Err(Failure::rejected(
                 "auth_invalid_claims",
@@ -411,7 +476,7 @@ impl Issuer {
                 format!("required claim `{missing}` missing"),
             ));
         }
-        Ok(claims)
+        Ok((claims, generation))
     }
 
     fn no_keys_failure(&self) -> Failure {
@@ -434,10 +499,8 @@ impl VerifyError {
         match self {
             Self::NoKey => Failure::invalid_token("no key for this token's kid and algorithm"),
             Self::Jwt(kind) => match kind {
-                ErrorKind::ExpiredSignature => Failure::rejected("auth_expired", "token expired"),
-                ErrorKind::ImmatureSignature => {
-                    Failure::rejected("auth_invalid_claims", "token not valid yet (nbf)")
-                }
+                ErrorKind::ExpiredSignature => expired(),
+                ErrorKind::ImmatureSignature => not_yet_valid(),
                 ErrorKind::InvalidAudience => {
                     Failure::rejected("auth_invalid_claims", "wrong audience (aud)")
                 }
@@ -453,6 +516,16 @@ impl VerifyError {
             },
         }
     }
+}
+
+/// `exp` passed (leeway included); the same answer cached or not.
+fn expired() -> Failure {
+    Failure::rejected("auth_expired", "token expired")
+}
+
+/// `nbf` not reached (leeway included); the same answer cached or not.
+fn not_yet_valid() -> Failure {
+    Failure::rejected("auth_invalid_claims", "token not valid yet (nbf)")
 }
 
 fn verify_with(
@@ -570,20 +643,25 @@ impl RemoteKeys {
     /// The cached keys (refreshed in the background when older than the interval), or the
     /// first fetch's result.
     async fn current(self: &Arc<Self>) -> Option<Arc<Fetched>> {
-        if let Some(f) = self.state.load_full() {
-            if f.at.elapsed() >= self.refresh_interval
-                && !self.refreshing.swap(true, Ordering::AcqRel)
-            {
-                let me = Arc::clone(self);
-                tokio::spawn(async move {
-                    me.refetch().await;
-                    me.refreshing.store(false, Ordering::Release);
-                });
-            }
+        if let Some(f) = self.loaded() {
             return Some(f);
         }
         self.refetch().await;
         self.state.load_full()
+    }
+
+    /// The cached keys, if any, starting a background refresh when they are due.
+    fn loaded(self: &Arc<Self>) -> Option<Arc<Fetched>> {
+        let f = self.state.load_full()?;
+        if f.at.elapsed() >= self.refresh_interval && !self.refreshing.swap(true, Ordering::AcqRel)
+        {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                me.refetch().await;
+                me.refreshing.store(false, Ordering::Release);
+            });
+        }
+        Some(f)
     }
 
     /// Fetches unless a fetch happened within `min_refetch` (whatever its outcome): one request
@@ -598,11 +676,17 @@ impl RemoteKeys {
         }
         st.last_attempt = Some(Instant::now());
         match self.fetch(&mut st).await {
-            Ok(keys) => {
-                tracing::info!(url = %self.url, keys = keys.keys.len(), "JWKS fetched");
+            Ok((keys, digest)) => {
+                let generation = match self.state.load().as_ref() {
+                    Some(prev) if prev.digest == digest => prev.generation,
+                    _ => NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+                };
+                tracing::info!(url = %self.url, keys = keys.keys.len(), generation, "JWKS fetched");
                 let fetched = Arc::new(Fetched {
                     keys,
                     at: Instant::now(),
+                    generation,
+                    digest,
                 });
                 remember(&self.url, &fetched);
                 self.state.store(Some(fetched));
@@ -614,7 +698,8 @@ impl RemoteKeys {
         }
     }
 
-    async fn fetch(&self, st: &mut FetchState) -> Result<KeySet, String> {
+    /// The key set and the SHA-256 of the document it came from.
+    async fn fetch(&self, st: &mut FetchState) -> Result<(KeySet, [u8; 32]), String> {
         let jwks_uri = if self.discovery {
             match &st.jwks_uri {
                 Some(u) => u.clone(),
@@ -652,7 +737,11 @@ impl RemoteKeys {
         if keys.keys.is_empty() {
             return Err("jwks: no usable signing key".into());
         }
-        Ok(keys)
+        // Serialised from the parsed value: the same document always gives the same bytes.
+        let digest = serde_json::to_vec(&doc)
+            .map(|bytes| Sha256::digest(&bytes).into())
+            .map_err(|e| format!("jwks: {e}"))?;
+        Ok((keys, digest))
     }
 }
 
@@ -737,6 +826,120 @@ mod tests {
             Issuer::build("x", &c)
                 .expect_err("refused")
                 .contains("never")
+        );
+    }
+
+    /// A static RS256 issuer (the integration tests' key) with leeway 0 and `extra` YAML.
+    fn rsa_issuer(name: &str, extra: &str) -> Issuer {
+        let pub_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt-rsa.pub");
+        let c: JwtIssuerConfig = serde_yaml::from_str(&format!(
+            "{{ issuer: i, keys: [{{ pem_file: '{pub_pem}' }}], algorithms: [RS256], leeway: 0s {extra} }}"
+        ))
+        .expect("yaml");
+        Issuer::build(name, &c).expect("issuer")
+    }
+
+    fn rs256(claims: &Value) -> String {
+        crate::auth::jwt_crypto::install();
+        let pem = include_bytes!("../../tests/fixtures/jwt-rsa.key");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem).expect("rsa key");
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::RS256), claims, &key)
+            .expect("sign")
+    }
+
+    fn lookups(issuer: &str) -> (u64, u64) {
+        crate::auth::jwt_cache_lookups()
+            .into_iter()
+            .find(|(name, ..)| name == issuer)
+            .map_or((0, 0), |(_, h, m)| (h, m))
+    }
+
+    fn answer(r: Result<Value, Failure>) -> String {
+        match r {
+            Ok(claims) => format!("ok {}", claims["sub"]),
+            Err(f) => format!("{f:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_token_is_a_hit_and_failures_are_never_cached() {
+        let issuer = rsa_issuer("unit-cache-hits", "");
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = rs256(&serde_json::json!({"iss": "i", "sub": "alice", "exp": now + 300}));
+        for round in 0..3u64 {
+            assert_eq!(answer(issuer.verify(&token).await), "ok \"alice\"");
+            assert_eq!(lookups("unit-cache-hits"), (round, 1), "round {round}");
+        }
+        // A flipped signature character: refused every time, never stored.
+        let at = token.len() - 10;
+        let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+        for _ in 0..3 {
+            assert!(answer(issuer.verify(&forged).await).contains("bad signature"));
+        }
+        assert_eq!(issuer.cache.as_ref().expect("on").len(), 1);
+        assert_eq!(lookups("unit-cache-hits"), (2, 4));
+        // What operators see on /metrics.
+        let text = crate::telemetry::metrics::Metrics::new()
+            .encode()
+            .expect("encode");
+        for (result, n) in [("hit", 2.0), ("miss", 4.0)] {
+            assert_eq!(
+                crate::telemetry::metrics::sample(
+                    &text,
+                    "gateway_jwt_cache_lookups_total",
+                    &[("issuer", "unit-cache-hits"), ("result", result)]
+                ),
+                Some(n),
+                "{text}"
+            );
+        }
+    }
+
+    /// What a cached token gets once the clock moved on is exactly what the same token would
+    /// get uncached: entries are planted as a verification long ago would have left them.
+    #[tokio::test]
+    async fn hits_redo_the_clock_checks_with_the_uncached_answers() {
+        let cached = rsa_issuer("unit-cache-clock", "");
+        let uncached = rsa_issuer("unit-cache-clock-off", ", cache: { max_entries: 0 }");
+        assert!(uncached.cache.is_none());
+        let now = jsonwebtoken::get_current_timestamp();
+        for (what, claims) in [
+            (
+                "exp",
+                serde_json::json!({"iss": "i", "sub": "a", "exp": now - 5}),
+            ),
+            (
+                "nbf",
+                serde_json::json!({"iss": "i", "sub": "a", "exp": now + 300, "nbf": now + 100}),
+            ),
+            (
+                "iat",
+                serde_json::json!({"iss": "i", "sub": "a", "exp": now + 300, "iat": now + 100}),
+            ),
+            (
+                "valid",
+                serde_json::json!({"iss": "i", "sub": "a", "exp": now + 300, "nbf": now - 1, "iat": now}),
+            ),
+        ] {
+            let token = rs256(&claims);
+            let entry = Entry::new(Arc::new(claims), 0).expect("entry");
+            let cache = cached.cache.as_ref().expect("on");
+            cache.insert(TokenCache::key(&token), entry);
+            let (hits, _) = lookups("unit-cache-clock");
+            assert_eq!(
+                answer(cached.verify(&token).await),
+                answer(uncached.verify(&token).await),
+                "{what}"
+            );
+            assert_eq!(lookups("unit-cache-clock").0, hits + 1, "{what}: a hit");
+        }
+        let expired = rs256(&serde_json::json!({"iss": "i", "sub": "a", "exp": now - 5}));
+        assert!(answer(uncached.verify(&expired).await).contains("auth_expired"));
+        assert_eq!(
+            lookups("unit-cache-clock-off"),
+            (0, 0),
+            "no cache, no lookups"
         );
     }
 

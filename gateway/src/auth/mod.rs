@@ -15,6 +15,7 @@ mod jwt;
 pub mod jwt_crypto;
 mod mtls;
 pub mod signing;
+mod token_cache;
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -29,9 +30,10 @@ use crate::{
 };
 pub use config::{
     ApiKeyEntry, ApiKeysConfig, AuthSection, HmacClientConfig, HmacConfig, IntrospectionConfig,
-    JwtIssuerConfig, KeyRateLimit, MtlsConfig, MtlsIdentity, NoKeys, RouteAuthConfig,
-    StaticKeyConfig,
+    JwtCacheConfig, JwtIssuerConfig, KeyRateLimit, MtlsConfig, MtlsIdentity, NoKeys,
+    RouteAuthConfig, StaticKeyConfig,
 };
+pub use token_cache::lookups as jwt_cache_lookups;
 
 /// What authentication needs on every request, whatever the route.
 #[derive(Debug, Default)]

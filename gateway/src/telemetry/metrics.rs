@@ -179,6 +179,7 @@ impl Metrics {
             admin_refused.clone(),
         );
         registry.register_collector(Box::new(Escalations));
+        registry.register_collector(Box::new(FnCollector(jwt_cache_snapshot)));
         Self {
             registry,
             proxy,
@@ -351,6 +352,25 @@ pub fn xdp_collector(
         out.push(denylist_snapshot(by_origin, &l7));
         out
     })
+}
+
+/// Verified-JWT cache lookups per issuer (`auth.jwt.<name>.cache`), from process-wide counters.
+fn jwt_cache_snapshot() -> Vec<Snapshot> {
+    let samples = crate::auth::jwt_cache_lookups()
+        .into_iter()
+        .flat_map(|(issuer, hits, misses)| {
+            [("hit", hits), ("miss", misses)].map(|(result, n)| Sample {
+                labels: vec![("issuer", issuer.clone()), ("result", result.to_owned())],
+                value: n as f64,
+            })
+        })
+        .collect();
+    vec![Snapshot {
+        name: "jwt_cache_lookups",
+        help: "Verified-JWT cache lookups by issuer and result (hit: signature check skipped)",
+        counter: true,
+        samples,
+    }]
 }
 
 /// The denylist size when there is no kernel: only the proxy's own blocks.

@@ -7,7 +7,8 @@
 //!   serves the JWKS document to the gateway (1 thread); prints `listening ADDR`.
 //! - `auth_bench verify-cost [--iterations 5000] [--runs 5]` calls the gateway's authentication
 //!   stage directly, in process, once per request of every scheme (fresh keys and its own JWKS
-//!   server, warm after the first request), and prints `verify_ns SCHEME NS` lines (median of
+//!   server, warm after the first request: for the `jwt-*-cached` rows that first request also
+//!   fills the verified-token cache, so they measure hits), and prints `verify_ns SCHEME NS` lines (median of
 //!   the runs of the mean per request) and `client_hmac_sign_ns NS` (what `bench_load` spends
 //!   signing one request). Then, as a reference, `ring_verify_ns SCHEME NS`: the same JWT
 //!   signatures checked by ring directly, signature only: the floor under the stage's cost (the
