@@ -78,8 +78,10 @@ struct State {
     processor: Option<&'static str>,
     force_body_var: bool,
     matches: Vec<RuleMatch>,
-    /// Transformed values by [`cache_key`].
-    cache: HashMap<u64, Cached, BuildHasherDefault<IntHasher>>,
+    /// Indexes into `values` by [`cache_key`].
+    cache: HashMap<u64, u32, BuildHasherDefault<IntHasher>>,
+    /// Values after a transformation chain, kept for the request.
+    values: Vec<Cached>,
 }
 
 /// One value after one transformation chain, kept for the request.
@@ -87,8 +89,8 @@ struct Cached {
     /// `None` when the chain leaves the value unchanged (the common case for benign values,
     /// which would otherwise be re-scanned by every rule).
     value: Option<Vec<u8>>,
-    /// The bytes it holds, collected the first time a filtering operator reads it.
-    bytes: Option<ByteSet>,
+    /// The bytes it holds (for [`super::operator::Operator::may_match`]).
+    bytes: ByteSet,
 }
 
 /// The transformation cache key: a value's slot and a transformation chain id.
@@ -136,7 +138,101 @@ pub struct Exclusions {
     pub targets: Vec<(RuleSel, Exclusion)>,
 }
 
+/// Values collected for links, per phase (the request data does not change within one).
+struct Cands<'d> {
+    /// For links whose values depend on the rule (target removals) or on state.
+    scratch: Vec<Cand<'d>>,
+    /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
+    sets: Vec<Option<(usize, usize)>>,
+    arena: Vec<Cand<'d>>,
+    /// By (target id, chain id): where the indexes into [`State::values`] of the target's
+    /// values after that chain start in `tvals` (parallel to the target's `arena` range).
+    groups: HashMap<u64, usize, BuildHasherDefault<IntHasher>>,
+    tvals: Vec<u32>,
+}
+
+impl<'d> Cands<'d> {
+    fn new(targets: u32) -> Self {
+        Self {
+            scratch: Vec::with_capacity(32),
+            sets: vec![None; targets as usize],
+            arena: Vec::new(),
+            groups: HashMap::default(),
+            tvals: Vec::new(),
+        }
+    }
+
+    /// The target's values (collected on first use).
+    fn set(
+        &mut self,
+        tid: u32,
+        t: &Target,
+        exclusions: &[Exclusion],
+        data: &'d RequestData,
+        st: &State,
+    ) -> (usize, usize) {
+        let tid = tid as usize;
+        if let Some(Some(range)) = self.sets.get(tid) {
+            return *range;
+        }
+        let a = self.arena.len();
+        collect(t, data, st, &mut self.arena, |var, key| {
+            exclusions.iter().any(|e| e.covers(var, key))
+        });
+        let range = (a, self.arena.len());
+        if let Some(slot) = self.sets.get_mut(tid) {
+            *slot = Some(range);
+        }
+        range
+    }
+
+    /// Where the target's values after `link`'s chain start in `tvals` (computed on first use).
+    fn group(&mut self, tid: u32, link: &Link, a: usize, b: usize, st: &mut State) -> usize {
+        let key = (u64::from(tid) << 32) | u64::from(link.chain_id);
+        if let Some(&g) = self.groups.get(&key) {
+            return g;
+        }
+        let g = self.tvals.len();
+        for cand in &self.arena[a..b] {
+            let idx = if cand.slot != 0 {
+                value_index(st, cand.slot, link, &cand.value)
+            } else {
+                st.values.push(transformed(link, &cand.value));
+                st.values.len() - 1
+            };
+            self.tvals.push(idx as u32);
+        }
+        self.groups.insert(key, g);
+        g
+    }
+}
+
+/// The index in [`State::values`] of `raw` (at `slot`) after `link`'s chain, transformed on
+/// first use.
+fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
+    let key = cache_key(slot, link.chain_id);
+    if let Some(&i) = st.cache.get(&key) {
+        return i as usize;
+    }
+    st.values.push(transformed(link, raw));
+    let i = st.values.len() - 1;
+    st.cache.insert(key, i as u32);
+    i
+}
+
+/// `raw` after `link`'s chain, with its bytes.
+fn transformed(link: &Link, raw: &[u8]) -> Cached {
+    // Borrowed results are subslices of the value (`trim*`): unchanged iff of the same length.
+    let value = match transform(&link.transforms, raw) {
+        Cow::Borrowed(b) if b.len() == raw.len() => None,
+        other => Some(other.into_owned()),
+    };
+    let bytes = ByteSet::of(value.as_deref().unwrap_or(raw));
+    Cached { value, bytes }
+}
+
 /// One value a target yields.
+#[derive(Clone)]
 struct Cand<'d> {
     var: Var,
     key: Cow<'d, [u8]>,
@@ -189,6 +285,7 @@ impl Engine {
             force_body_var: false,
             matches: Vec::new(),
             cache: HashMap::with_capacity_and_hasher(256, BuildHasherDefault::default()),
+            values: Vec::with_capacity(256),
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -233,7 +330,7 @@ impl Engine {
     fn run_phase(&self, phase: usize, data: &RequestData, st: &mut State) -> Flow {
         let p = &self.rules.phases[phase];
         let mut i = 0;
-        let mut scratch: Vec<Cand<'_>> = Vec::with_capacity(32);
+        let mut scratch = Cands::new(self.rules.target_ids);
         while i < p.items.len() {
             let Item::Rule(rule) = &p.items[i] else {
                 i += 1;
@@ -290,7 +387,7 @@ impl Engine {
         rule: &Rule,
         data: &'d RequestData,
         st: &mut State,
-        scratch: &mut Vec<Cand<'d>>,
+        scratch: &mut Cands<'d>,
     ) -> bool {
         // As in ModSecurity, a link's actions run for every value it matches, as soon as it
         // matches: the next link may read what they set (CRS 920420 sets `tx.content_type` for
@@ -331,7 +428,7 @@ impl Engine {
         link: &Link,
         data: &'d RequestData,
         st: &mut State,
-        scratch: &mut Vec<Cand<'d>>,
+        cands: &mut Cands<'d>,
     ) -> bool {
         let Some(op) = &link.op else {
             // SecAction: matches once, unconditionally.
@@ -370,108 +467,105 @@ impl Engine {
             }
             return true;
         }
-        scratch.clear();
-        // Exclusions from `ctl` and the configuration that apply to this rule; checked per
-        // value rather than collected, so the common case allocates nothing.
-        let applies = |sel: &RuleSel| match sel {
-            RuleSel::All => true,
-            RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
-            RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
-        };
-        for t in &link.targets {
-            collect(t, data, st, scratch, |var, key| {
-                link.exclusions.iter().any(|e| e.covers(var, key))
-                    || st
-                        .removed_targets
-                        .iter()
-                        .any(|(sel, e)| e.covers(var, key) && applies(sel))
-            });
-        }
-        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut caps: Vec<Vec<u8>> = Vec::new();
         let filters = op.filters();
-        for cand in scratch.iter() {
-            let hit: Option<Vec<u8>> = if link.multi_match {
-                let expand = |s: &str| expand_text(s, rule, data, st);
-                let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
-                let mut found = None;
-                caps.clear();
-                if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
-                    found = Some(cur.to_vec());
-                }
-                if found.is_none() {
-                    for t in link.transforms.iter() {
-                        // A borrowed result is a subslice of the input (`trim*`), so the same
-                        // length means unchanged: no copy, no compare, no re-match.
-                        let next = match t.apply(&cur) {
-                            Cow::Borrowed(b) if b.len() == cur.len() => continue,
-                            other => other.into_owned(),
-                        };
-                        if next.as_slice() == &*cur {
-                            continue;
-                        }
-                        cur = Cow::Owned(next);
-                        caps.clear();
-                        if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
-                            found = Some(cur.to_vec());
-                            break;
-                        }
+        let mut caps: Vec<Vec<u8>> = Vec::new();
+        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(ids) = &link.target_ids
+            && st.removed_targets.is_empty()
+            && !link.multi_match
+        {
+            // Without `ctl`/configured target removals a target's values depend only on the
+            // target and its exclusions: collected, transformed and their bytes noted once per
+            // phase, shared by every link that reads them through the same chain.
+            for (t, &tid) in link.targets.iter().zip(ids.iter()) {
+                let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
+                let g = cands.group(tid, link, a, b, st);
+                for i in 0..b - a {
+                    let v = &st.values[cands.tvals[g + i] as usize];
+                    if filters && !op.may_match(&v.bytes) {
+                        continue;
                     }
-                }
-                found
-            } else {
-                let (value, present) = if cand.slot != 0 {
-                    let key = cache_key(cand.slot, link.chain_id);
-                    let entry = st.cache.entry(key).or_insert_with(|| Cached {
-                        value: if link.chain_id == 0 {
-                            None
-                        } else {
-                            // Borrowed results are subslices of the value (`trim*`): unchanged
-                            // iff of the same length.
-                            match transform(&link.transforms, &cand.value) {
-                                Cow::Borrowed(b) if b.len() == cand.value.len() => None,
-                                other => Some(other.into_owned()),
-                            }
-                        },
-                        bytes: None,
-                    });
-                    if filters && entry.bytes.is_none() {
-                        entry.bytes =
-                            Some(ByteSet::of(entry.value.as_deref().unwrap_or(&cand.value)));
+                    let cand = &cands.arena[a + i];
+                    let value = v.value.as_deref().unwrap_or(&cand.value);
+                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    caps.clear();
+                    if !op.matches(value, &expand, link.capture.then_some(&mut caps)) {
+                        continue;
                     }
-                    let present = entry.bytes;
-                    let value = match st.cache.get(&key).and_then(|e| e.value.as_deref()) {
-                        Some(v) => Cow::Borrowed(v),
-                        None => Cow::Borrowed(&*cand.value),
-                    };
-                    (value, present)
-                } else {
-                    let value = transform(&link.transforms, &cand.value);
-                    let present = filters.then(|| ByteSet::of(&value));
-                    (value, present)
-                };
-                if present.is_some_and(|p| !op.may_match(&p)) {
-                    continue;
-                }
-                let expand = |s: &str| expand_text(s, rule, data, st);
-                caps.clear();
-                op.matches(&value, &expand, link.capture.then_some(&mut caps))
-                    .then(|| value.to_vec())
-            };
-            let Some(value) = hit else { continue };
-            if link.capture {
-                for k in CAPTURE_NAMES {
-                    st.tx.remove(k);
-                }
-                for (k, c) in CAPTURE_NAMES.iter().zip(caps.iter()) {
-                    st.tx.insert((*k).to_owned(), c.clone());
+                    let value = value.to_vec();
+                    self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
                 }
             }
-            let name = var_name(cand.var, &cand.key);
-            st.matched_var = Some((name.clone(), value.clone()));
-            new_matches.push((name, value));
-            for action in &link.actions {
-                self.exec(rule, action, data, st);
+        } else {
+            let scratch = &mut cands.scratch;
+            scratch.clear();
+            // Exclusions from `ctl` and the configuration that apply to this rule; checked per
+            // value rather than collected, so the common case allocates nothing.
+            let applies = |sel: &RuleSel| match sel {
+                RuleSel::All => true,
+                RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
+                RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
+            };
+            for t in &link.targets {
+                collect(t, data, st, scratch, |var, key| {
+                    link.exclusions.iter().any(|e| e.covers(var, key))
+                        || st
+                            .removed_targets
+                            .iter()
+                            .any(|(sel, e)| e.covers(var, key) && applies(sel))
+                });
+            }
+            for cand in scratch.iter() {
+                let found: Option<Vec<u8>> = if link.multi_match {
+                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
+                    let mut found = None;
+                    caps.clear();
+                    if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
+                        found = Some(cur.to_vec());
+                    }
+                    if found.is_none() {
+                        for t in link.transforms.iter() {
+                            // A borrowed result is a subslice of the input (`trim*`), so the
+                            // same length means unchanged: no copy, no compare, no re-match.
+                            let next = match t.apply(&cur) {
+                                Cow::Borrowed(b) if b.len() == cur.len() => continue,
+                                other => other.into_owned(),
+                            };
+                            if next.as_slice() == &*cur {
+                                continue;
+                            }
+                            cur = Cow::Owned(next);
+                            caps.clear();
+                            if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
+                                found = Some(cur.to_vec());
+                                break;
+                            }
+                        }
+                    }
+                    found
+                } else {
+                    let owned;
+                    let idx =
+                        (cand.slot != 0).then(|| value_index(st, cand.slot, link, &cand.value));
+                    let (value, bytes): (&[u8], ByteSet) = if let Some(idx) = idx {
+                        let v = &st.values[idx];
+                        (v.value.as_deref().unwrap_or(&cand.value), v.bytes)
+                    } else {
+                        owned = transformed(link, &cand.value);
+                        (owned.value.as_deref().unwrap_or(&cand.value), owned.bytes)
+                    };
+                    if filters && !op.may_match(&bytes) {
+                        continue;
+                    }
+                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    caps.clear();
+                    op.matches(value, &expand, link.capture.then_some(&mut caps))
+                        .then(|| value.to_vec())
+                };
+                if let Some(value) = found {
+                    self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
+                }
             }
         }
         if new_matches.is_empty() {
@@ -479,6 +573,35 @@ impl Engine {
         }
         st.matched_vars = new_matches;
         true
+    }
+
+    /// A value matched the link's operator: captures, MATCHED_VAR and the link's actions.
+    #[allow(clippy::too_many_arguments)]
+    fn hit(
+        &self,
+        rule: &Rule,
+        link: &Link,
+        cand: &Cand<'_>,
+        value: Vec<u8>,
+        caps: &[Vec<u8>],
+        data: &RequestData,
+        st: &mut State,
+        new_matches: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        if link.capture {
+            for k in CAPTURE_NAMES {
+                st.tx.remove(k);
+            }
+            for (k, c) in CAPTURE_NAMES.iter().zip(caps.iter()) {
+                st.tx.insert((*k).to_owned(), c.clone());
+            }
+        }
+        let name = var_name(cand.var, &cand.key);
+        st.matched_var = Some((name.clone(), value.clone()));
+        new_matches.push((name, value));
+        for action in &link.actions {
+            self.exec(rule, action, data, st);
+        }
     }
 
     fn exec(&self, rule: &Rule, action: &Action, data: &RequestData, st: &mut State) {

@@ -36,6 +36,10 @@ pub struct Link {
     pub transforms: Arc<[Transform]>,
     pub capture: bool,
     pub multi_match: bool,
+    /// Per target, an id interned from the target and the exclusions that can apply to it,
+    /// when every target reads request data that stays the same for a phase: links reading the
+    /// same target share the values collected (and transformed) once per phase.
+    pub target_ids: Option<Vec<u32>>,
     /// Non-disruptive actions, run when the whole chain matched.
     pub actions: Vec<Action>,
 }
@@ -76,6 +80,8 @@ pub struct RuleSet {
     pub phases: [Phase; 6],
     /// Interned transformation chains, index = `chain_id`.
     pub chains: Vec<Arc<[Transform]>>,
+    /// How many distinct [`Link::target_ids`] there are.
+    pub target_ids: u32,
     pub rule_count: usize,
 }
 
@@ -156,6 +162,33 @@ impl Builder {
                 }
             }
         }
+        // After every SecRuleUpdateTarget*: the lists are final.
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        for phase in &mut self.set.phases {
+            for item in &mut phase.items {
+                let Item::Rule(r) = item else { continue };
+                for link in &mut r.links {
+                    if link.op.is_none() || !link.targets.iter().all(Target::is_request_data) {
+                        continue;
+                    }
+                    let mut list = Vec::with_capacity(link.targets.len());
+                    for t in &link.targets {
+                        let relevant: Vec<_> = link
+                            .exclusions
+                            .iter()
+                            .filter(|e| e.can_cover(t.var))
+                            .collect();
+                        // Selectors hold compiled regexes: their Debug text (the pattern) names
+                        // them.
+                        let key = format!("{t:?}{relevant:?}");
+                        let next = ids.len() as u32;
+                        list.push(*ids.entry(key).or_insert(next));
+                    }
+                    link.target_ids = Some(list);
+                }
+            }
+        }
+        self.set.target_ids = ids.len() as u32;
         Ok(self.set)
     }
 
@@ -508,6 +541,7 @@ impl Builder {
             transforms,
             capture,
             multi_match,
+            target_ids: None,
             actions: link_actions,
         });
         if chain {

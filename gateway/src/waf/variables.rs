@@ -238,6 +238,42 @@ pub struct Target {
     pub count: bool,
 }
 
+impl Target {
+    /// Whether the values come straight from the parsed request (borrowed, the same for the
+    /// whole phase), not from TX, other collections, `ctl` state or counts.
+    pub fn is_request_data(&self) -> bool {
+        !self.count
+            && matches!(
+                self.var,
+                Var::Args
+                    | Var::ArgsGet
+                    | Var::ArgsPost
+                    | Var::ArgsNames
+                    | Var::ArgsGetNames
+                    | Var::ArgsPostNames
+                    | Var::RequestHeaders
+                    | Var::RequestHeadersNames
+                    | Var::RequestCookies
+                    | Var::RequestCookiesNames
+                    | Var::Files
+                    | Var::FilesNames
+                    | Var::FilesSizes
+                    | Var::MultipartPartHeaders
+                    | Var::Xml
+                    | Var::RequestUri
+                    | Var::RequestUriRaw
+                    | Var::RequestFilename
+                    | Var::RequestBasename
+                    | Var::RequestLine
+                    | Var::RequestMethod
+                    | Var::RequestProtocol
+                    | Var::QueryString
+                    | Var::RemoteAddr
+                    | Var::RequestBody
+            )
+    }
+}
+
 /// `!VAR:key` in a rule's variable list (or added by an exclusion): members never inspected.
 #[derive(Clone, Debug)]
 pub struct Exclusion {
@@ -249,11 +285,14 @@ impl Exclusion {
     /// Whether a value of `var` under `key` is excluded; `!ARGS:x` also covers `ARGS_GET:x`
     /// and `ARGS_POST:x`, as in ModSecurity.
     pub fn covers(&self, var: Var, key: &[u8]) -> bool {
-        let same = self.var == var
+        self.can_cover(var) && self.selector.matches(key)
+    }
+
+    /// Whether some value of `var` could be excluded by this.
+    pub fn can_cover(&self, var: Var) -> bool {
+        self.var == var
             || (self.var == Var::Args && matches!(var, Var::ArgsGet | Var::ArgsPost))
-            || (self.var == Var::ArgsNames
-                && matches!(var, Var::ArgsGetNames | Var::ArgsPostNames));
-        same && self.selector.matches(key)
+            || (self.var == Var::ArgsNames && matches!(var, Var::ArgsGetNames | Var::ArgsPostNames))
     }
 }
 
