@@ -38,12 +38,15 @@ pub(crate) fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             return (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(alg, key);
         }
-        Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => match rsa_parameters(*alg) {
+            Some(p) => p,
+            None => return Err(ErrorKind::InvalidAlgorithm.into()),
+        },
         Algorithm::ES256 => &ring_sig::ECDSA_P256_SHA256_FIXED,
         Algorithm::ES384 => &ring_sig::ECDSA_P384_SHA384_FIXED,
         Algorithm::EdDSA => &ring_sig::ED25519,
@@ -58,6 +61,19 @@ pub(crate) fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn
         check,
         key: key.clone(),
     }))
+}
+
+/// ring's parameters for the RSA algorithms (PKCS#1 v1.5 and PSS, 2048-8192-bit keys).
+fn rsa_parameters(alg: Algorithm) -> Option<&'static ring_sig::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
 }
 
 struct RingVerifier {
@@ -75,14 +91,8 @@ impl Verifier<Vec<u8>> for RingVerifier {
                 .map_err(|_| Error::new()),
             // From a JWK's `n` and `e`.
             DecodingKeyKind::RsaModulusExponent { n, e } => {
-                let params = match self.alg {
-                    Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
-                    Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
-                    _ => return Err(Error::new()),
+                let Some(params) = rsa_parameters(self.alg) else {
+                    return Err(Error::new());
                 };
                 ring_sig::RsaPublicKeyComponents { n, e }
                     .verify(params, msg, sig)
