@@ -134,6 +134,36 @@ mod tests {
         assert!(new_verifier(&alg, &hmac).is_err(), "{alg:?}: HMAC key");
     }
 
+    /// `SEQUENCE { INTEGER n, INTEGER e }` (DER) -> (n, e) without leading zeros.
+    fn rsa_public_key_components(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        fn header(b: &[u8]) -> (usize, usize) {
+            match b[1] {
+                l if l < 0x80 => (2, usize::from(l)),
+                l => {
+                    let k = usize::from(l & 0x7f);
+                    let len = b[2..2 + k]
+                        .iter()
+                        .fold(0usize, |a, &x| (a << 8) | usize::from(x));
+                    (2 + k, len)
+                }
+            }
+        }
+        let (h, _) = header(der);
+        let mut rest = &der[h..];
+        let mut ints = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(rest[0], 0x02, "INTEGER");
+            let (h, len) = header(rest);
+            let mut v = &rest[h..h + len];
+            while v.first() == Some(&0) {
+                v = &v[1..];
+            }
+            ints.push(v.to_vec());
+            rest = &rest[h + len..];
+        }
+        (ints.remove(0), ints.remove(0))
+    }
+
     #[test]
     fn ring_checks_what_rustcrypto_signs() {
         let rsa_priv = include_bytes!("../../tests/fixtures/jwt-rsa.key");
@@ -142,6 +172,15 @@ mod tests {
         let dec = DecodingKey::from_rsa_pem(rsa_pub).expect("rsa public key");
         for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256] {
             round_trip(alg, &enc, &dec);
+        }
+        // The same key as a JWK's `n` and `e` (read from the PKCS#1 RSAPublicKey the PEM holds).
+        let DecodingKeyKind::SecretOrDer(der) = dec.kind() else {
+            panic!("PEM keys are DER")
+        };
+        let (n, e) = rsa_public_key_components(der);
+        let from_jwk = DecodingKey::from_rsa_raw_components(&n, &e);
+        for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::PS512] {
+            round_trip(alg, &enc, &from_jwk);
         }
 
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ec");
