@@ -43,47 +43,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// What the upstream is told about the client. From an untrusted peer, forwarding headers the
-/// client sent are dropped first: only a trusted proxy's chain is extended.
+/// client sent are dropped first: only a trusted proxy's chain is extended. `peer` is the
+/// peer's address as a header value ([`ip_value`], made once per connection).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer_trusted: bool,
-    peer: std::net::IpAddr,
+    peer: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
     let xff = if peer_trusted {
-        match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.is_empty() => {
+                let peer = peer.to_str().unwrap_or_default();
                 HeaderValue::from_str(&format!("{prev}, {peer}")).ok()
             }
-            _ => Some(ip_value(peer)),
+            _ => Some(peer.clone()),
         }
     } else {
+        headers.remove(header::FORWARDED);
         for h in [
-            "forwarded",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-real-ip",
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REAL_IP,
         ] {
             headers.remove(h);
         }
-        Some(ip_value(peer))
+        Some(peer.clone())
     };
     if let Some(v) = xff {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if !peer_trusted || !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(proto),
-        );
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if let Some(host) = host
-        && (!peer_trusted || !headers.contains_key("x-forwarded-host"))
+        && (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST))
     {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
 }
 
@@ -99,33 +103,62 @@ pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Adds the route's security headers (HSTS on TLS only) and hides upstream identity.
-pub fn apply_response_policy(
-    headers: &mut HeaderMap,
-    policy: &SecurityHeaders,
-    tls: bool,
+/// A route's response header policy, turned into header names and values once when the
+/// configuration loads (per response it is then inserts of shared bytes, no parsing).
+#[derive(Clone, Debug)]
+pub struct ResponsePolicy {
+    /// `Strict-Transport-Security`, sent on TLS only.
+    hsts: Option<HeaderValue>,
+    /// Sent on every response.
+    always: Vec<(HeaderName, HeaderValue)>,
+    /// Remove `Server` and `X-Powered-By` from upstream responses.
     hide_identity: bool,
-) {
-    if hide_identity {
-        headers.remove(header::SERVER);
-        headers.remove("x-powered-by");
-    }
-    let mut set = |name: HeaderName, value: &str| {
-        if !value.is_empty()
-            && let Ok(v) = HeaderValue::from_str(value)
-        {
-            headers.insert(name, v);
+}
+
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+
+impl ResponsePolicy {
+    /// Empty values disable a header; names or values that are not valid HTTP are left out (the
+    /// configuration check reports them).
+    pub fn new(policy: &SecurityHeaders, hide_identity: bool) -> Self {
+        let value = |v: &str| {
+            (!v.is_empty())
+                .then(|| HeaderValue::from_str(v).ok())
+                .flatten()
+        };
+        let mut always = Vec::new();
+        for (name, v) in [
+            (header::X_CONTENT_TYPE_OPTIONS, &policy.content_type_options),
+            (header::REFERRER_POLICY, &policy.referrer_policy),
+            (header::X_FRAME_OPTIONS, &policy.frame_options),
+        ] {
+            if let Some(v) = value(v) {
+                always.push((name, v));
+            }
         }
-    };
-    if tls {
-        set(header::STRICT_TRANSPORT_SECURITY, &policy.hsts);
+        for (k, v) in &policy.extra {
+            if let (Ok(name), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), value(v)) {
+                always.push((name, v));
+            }
+        }
+        Self {
+            hsts: value(&policy.hsts),
+            always,
+            hide_identity,
+        }
     }
-    set(header::X_CONTENT_TYPE_OPTIONS, &policy.content_type_options);
-    set(header::REFERRER_POLICY, &policy.referrer_policy);
-    set(header::X_FRAME_OPTIONS, &policy.frame_options);
-    for (k, v) in &policy.extra {
-        if let Ok(name) = HeaderName::from_bytes(k.as_bytes()) {
-            set(name, v);
+
+    /// Adds the security headers (HSTS on TLS only) and hides upstream identity.
+    pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
+        if self.hide_identity {
+            headers.remove(header::SERVER);
+            headers.remove(X_POWERED_BY);
+        }
+        if tls && let Some(v) = &self.hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+        for (name, v) in &self.always {
+            headers.insert(name.clone(), v.clone());
         }
     }
 }
@@ -174,7 +207,7 @@ mod tests {
         set_forwarded(
             &mut h,
             false,
-            "203.0.113.9".parse().expect("ip"),
+            &ip_value("203.0.113.9".parse().expect("ip")),
             "http",
             None,
         );
@@ -183,7 +216,13 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "198.51.100.7".parse().expect("v"));
-        set_forwarded(&mut h, true, "10.0.0.1".parse().expect("ip"), "https", None);
+        set_forwarded(
+            &mut h,
+            true,
+            &ip_value("10.0.0.1".parse().expect("ip")),
+            "https",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.1");
     }
 }

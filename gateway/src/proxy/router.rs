@@ -3,7 +3,7 @@
 
 use http::Method;
 
-use crate::config::{RouteConfig, SecurityHeaders};
+use crate::config::RouteConfig;
 
 #[derive(Clone, Debug)]
 enum HostMatch {
@@ -34,8 +34,8 @@ pub struct Route {
     pub upstream: String,
     pub strip_prefix: Option<Vec<String>>,
     pub add_prefix: Option<String>,
-    pub security_headers: SecurityHeaders,
-    pub hide_upstream_identity: bool,
+    /// Security headers and upstream identity hiding, ready to apply.
+    pub response_policy: super::headers::ResponsePolicy,
     /// A stage on this route reads the body (validation, WAF): it is read whole (within
     /// `http.max_body_bytes`) before the stages run, instead of streamed.
     pub buffer_body: bool,
@@ -182,8 +182,10 @@ impl Router {
                     .as_deref()
                     .map(|p| segments(p).into_iter().map(str::to_owned).collect()),
                 add_prefix: c.add_prefix.clone(),
-                security_headers: c.security_headers.clone(),
-                hide_upstream_identity: c.hide_upstream_identity,
+                response_policy: super::headers::ResponsePolicy::new(
+                    &c.security_headers,
+                    c.hide_upstream_identity,
+                ),
                 // Validation and the WAF (phase 2) read the body.
                 buffer_body: checks.reads_body() || waf.is_some(),
                 rate_limits,

@@ -422,6 +422,7 @@ async fn serve(
             let conn = Arc::new(Connection {
                 listener,
                 peer,
+                peer_value: super::headers::ip_value(peer.ip()),
                 tls: Some(info),
                 redirect_https_port: None,
             });
@@ -436,6 +437,7 @@ async fn serve(
             let conn = Arc::new(Connection {
                 listener,
                 peer,
+                peer_value: super::headers::ip_value(peer.ip()),
                 tls: None,
                 redirect_https_port,
             });

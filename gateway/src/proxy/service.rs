@@ -74,6 +74,8 @@ pub struct Connection {
     pub listener: Arc<str>,
     /// The client's transport address (from PROXY protocol when the listener uses it).
     pub peer: SocketAddr,
+    /// `peer`'s address as a header value (forwarding headers), made once per connection.
+    pub peer_value: HeaderValue,
     pub tls: Option<TlsInfo>,
     pub redirect_https_port: Option<u16>,
 }
@@ -186,7 +188,7 @@ pub async fn handle(
         (resp, outcome)
     };
     if let Some(v) = request_id_value {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
 
     if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
@@ -431,7 +433,7 @@ async fn pipeline(
     headers::set_forwarded(
         &mut parts.headers,
         runtime.trusted.contains(conn.peer.ip()),
-        conn.peer.ip(),
+        &conn.peer_value,
         if tls { "https" } else { "http" },
         host_value.as_ref(),
     );
@@ -439,13 +441,16 @@ async fn pipeline(
         parts.headers.insert(header::HOST, h);
     }
     if let Some(v) = request_id_value {
-        parts.headers.insert("x-request-id", v);
+        parts.headers.insert(X_REQUEST_ID, v);
     }
     // The client as every stage sees it; a client-sent X-Real-IP was dropped with the other
     // forwarding headers unless a trusted proxy set it.
-    parts
-        .headers
-        .insert("x-real-ip", headers::ip_value(client_ip));
+    let real_ip = if client_ip == conn.peer.ip() {
+        conn.peer_value.clone()
+    } else {
+        headers::ip_value(client_ip)
+    };
+    parts.headers.insert(headers::X_REAL_IP, real_ip);
     parts.version = http::Version::HTTP_11;
     let fault = Arc::new(AtomicU8::new(BODY_OK));
     let body = match body {
@@ -496,12 +501,7 @@ async fn pipeline(
     };
 
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::apply_response_policy(
-        &mut parts.headers,
-        &route.security_headers,
-        tls,
-        route.hide_upstream_identity,
-    );
+    route.response_policy.apply(&mut parts.headers, tls);
     Ok((Response::from_parts(parts, body), outcome))
 }
 
@@ -601,9 +601,11 @@ fn body_timeout() -> Problem {
     Problem::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// `X-Request-Id` from the client when it is sane, else a fresh random one.
 fn request_id(headers: &http::HeaderMap) -> String {
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
         && !id.is_empty()
         && id.len() <= 128
         && id
@@ -612,8 +614,13 @@ fn request_id(headers: &http::HeaderMap) -> String {
     {
         return id.to_owned();
     }
+    // Hex by hand: `format!` costs more than the rest of this function (per request).
     let n: u128 = rand::random();
-    format!("{n:032x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 /// HTTP/1.1 `Host`, or the HTTP/2 `:authority`.

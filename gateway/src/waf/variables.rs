@@ -216,6 +216,10 @@ pub enum Selector {
     All,
     /// Case-insensitive key, stored lowercase.
     Key(String),
+    /// A regex selector that is only an anchored literal (`TX:/^header_name_920450_/`): the
+    /// case-insensitive prefix, stored lowercase, checked without a regex engine (CRS runs such
+    /// selectors over every TX variable, a hundred or more per request).
+    Prefix(String),
     Regex(Regex),
 }
 
@@ -224,6 +228,9 @@ impl Selector {
         match self {
             Selector::All => true,
             Selector::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
+            Selector::Prefix(p) => key
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
             Selector::Regex(r) => r.is_match(key),
         }
     }
@@ -309,6 +316,15 @@ pub fn parse_target(raw: &RawTarget) -> Result<Parsed, String> {
         None => Selector::All,
         Some(RawSelector::Key(k)) if var == Var::Xml => Selector::Key(k.clone()),
         Some(RawSelector::Key(k)) => Selector::Key(k.to_ascii_lowercase()),
+        Some(RawSelector::Regex(r))
+            if r.len() > 1
+                && r.starts_with('^')
+                && r[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Selector::Prefix(r[1..].to_ascii_lowercase())
+        }
         Some(RawSelector::Regex(r)) => Selector::Regex(
             regex::bytes::RegexBuilder::new(r)
                 .case_insensitive(true)
@@ -406,5 +422,48 @@ impl RequestData {
             .chain(&self.args_post)
             .map(|e| e.key.len() + e.value.len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(raw: &str) -> Selector {
+        let target = RawTarget {
+            name: "TX".into(),
+            selector: Some(RawSelector::Regex(raw.into())),
+            negated: false,
+            count: false,
+        };
+        match parse_target(&target) {
+            Ok(Parsed::Target(t)) => t.selector,
+            _ => panic!("{raw}: not parsed as a target"),
+        }
+    }
+
+    #[test]
+    fn anchored_literal_selectors_match_as_their_regex() {
+        let prefix = selector("^header_name_920450_");
+        assert!(matches!(prefix, Selector::Prefix(_)), "{prefix:?}");
+        let regex = regex::bytes::RegexBuilder::new("^header_name_920450_")
+            .case_insensitive(true)
+            .build()
+            .expect("compiles");
+        for key in [
+            &b"header_name_920450_x-api-key"[..],
+            b"HEADER_NAME_920450_host",
+            b"header_name_920450_",
+            b"header_name_920450",
+            b"x_header_name_920450_a",
+            b"",
+            b"header_name_920451_a",
+        ] {
+            assert_eq!(prefix.matches(key), regex.is_match(key), "{key:?}");
+        }
+        // Anything beyond an anchored literal stays a regex.
+        for raw in ["^a.b", "header", "^(?:a|b)$", "^a$", "^"] {
+            assert!(matches!(selector(raw), Selector::Regex(_)), "{raw}");
+        }
     }
 }

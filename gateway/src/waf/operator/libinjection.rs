@@ -1,20 +1,17 @@
 //! `@detectSQLi` and `@detectXSS`: libinjection semantics through the pure-Rust `libinjectionrs`
-//! crate, with one fix in a wrapper.
+//! crate, vendored (`vendor/libinjectionrs/VENDORED.md`) with two changes.
 //!
 //! Evaluation: C libinjection 3.10 (the library ModSecurity links, built from its source outside
-//! this repository for the comparison) against this wrapper, both optimised, on the 1,336
-//! distinct argument names and values of the CRS v4 regression tests of rule files 941 and 942
-//! plus 400 benign API values: 0 differences in SQLi verdicts, fingerprints or XSS verdicts. The
-//! crate alone has one divergence, found by reading its code: the "3-token fingerprint whose
-//! middle token is a keyword is safe unless it is INTO OUTFILE/DUMPFILE" rule compares `INTO`
-//! case-sensitively where C uses `cstrcasecmp`, so `1' into outfile '/tmp/x` passes as safe (C:
-//! SQLi, fingerprint `sks`). [`detect_sqli`] re-runs inputs holding a non-upper-case `into`
-//! upper-cased (the tokenizer and keyword lookup are case-insensitive, so tokens and fingerprints
-//! are the same). Speed on this shared machine: SQLi 19-22 us per CRS payload and 18 us per
-//! benign value against C's 9 and 7 (2.1-2.4x slower; the profile is keyword lookups that
-//! allocate an upper-cased copy per word and compare strings); XSS 2.4 us against C's 3.9. Kept
-//! anyway: correct, no C toolchain or unsafe FFI on the request path; the allocation-free lookup
-//! belongs upstream (or in a fork if the benchmark shows it dominates).
+//! this repository for the comparison) against the crate, both optimised, on the 1,336 distinct
+//! argument names and values of the CRS v4 regression tests of rule files 941 and 942 plus 400
+//! benign API values: 0 differences in SQLi verdicts, fingerprints or XSS verdicts once the one
+//! divergence found by reading its code was fixed: the "3-token fingerprint whose middle token is
+//! a keyword is safe unless it is INTO OUTFILE/DUMPFILE" rule compared `INTO` case-sensitively
+//! where C uses `cstrcasecmp`, so `1' into outfile '/tmp/x` passed as safe (C: SQLi, fingerprint
+//! `sks`); fixed in the vendored copy. Speed: the published crate was 2.1-2.4x slower than C on
+//! SQLi (keyword lookups that allocated an upper-cased copy per word and binary-searched 9,352
+//! strings); the vendored copy looks words up on the stack in a hash map (measured in the WAF
+//! engine benchmark, `cargo run --release -p gateway --example waf_engine_bench`).
 
 /// Whether `input` is SQL injection per libinjection, and its fingerprint (for TX.0).
 pub fn detect_sqli(input: &[u8]) -> (bool, Vec<u8>) {
@@ -24,26 +21,7 @@ pub fn detect_sqli(input: &[u8]) -> (bool, Vec<u8>) {
         .as_ref()
         .map(|f| f.as_str().as_bytes().to_vec())
         .unwrap_or_default();
-    if r.is_injection() {
-        return (true, fp);
-    }
-    // The case-sensitive INTO check can only have mattered if a non-upper-case INTO is there (in
-    // any of the quote contexts, so not only when the final fingerprint has 3 tokens).
-    if input
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"into") && w != b"INTO")
-    {
-        let upper = libinjectionrs::detect_sqli(&input.to_ascii_uppercase());
-        if upper.is_injection() {
-            let fp = upper
-                .fingerprint
-                .as_ref()
-                .map(|f| f.as_str().as_bytes().to_vec())
-                .unwrap_or_default();
-            return (true, fp);
-        }
-    }
-    (false, fp)
+    (r.is_injection(), fp)
 }
 
 /// Whether `input` is XSS per libinjection.
@@ -70,12 +48,40 @@ mod tests {
             assert!(hit, "{}", String::from_utf8_lossy(payload));
             assert_eq!(fp, want, "{}", String::from_utf8_lossy(payload));
         }
-        // The crate alone misses them: the reason for the wrapper.
-        assert!(!libinjectionrs::detect_sqli(b"1' into outfile '/tmp/x").is_injection());
-        assert!(!libinjectionrs::detect_sqli(b"1 into outfile '/tmp/x'").is_injection());
         // Benign text with "into" stays benign (C: not SQLi).
         assert!(!detect_sqli(b"Alice's from x").0);
         assert!(!detect_sqli(b"log into your account").0);
+    }
+
+    #[test]
+    fn the_vendored_keyword_lookup_answers_as_the_published_binary_search() {
+        use libinjectionrs::sqli::{
+            TokenType,
+            sqli_data::{SQL_KEYWORDS, lookup_word, token_type_of},
+        };
+        // The published crate's lookup: upper-case, then binary search of the sorted table.
+        let published = |w: &str| {
+            let upper = w.to_ascii_uppercase();
+            SQL_KEYWORDS
+                .binary_search_by(|k| k.word.cmp(&upper))
+                .ok()
+                .map(|i| SQL_KEYWORDS[i].token_type)
+        };
+        let mut checked = 0;
+        for k in SQL_KEYWORDS {
+            let lower = k.word.to_ascii_lowercase();
+            let longer = format!("{}X", k.word);
+            let shorter = &k.word[..k.word.len() - 1];
+            for w in [k.word, lower.as_str(), longer.as_str(), shorter] {
+                let want = published(w).map_or(TokenType::Bareword, token_type_of);
+                assert_eq!(lookup_word(w), want, "{w}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 30_000, "{checked}");
+        for w in ["", "x", "héllo", "SELECTSELECTSELECTSELECTSELECTSELECT"] {
+            assert_eq!(lookup_word(w), TokenType::Bareword, "{w}");
+        }
     }
 
     #[test]

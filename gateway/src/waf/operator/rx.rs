@@ -18,7 +18,14 @@ const DFA_SIZE_LIMIT: usize = 64 << 20;
 pub(super) struct Rx {
     re: Option<regex::bytes::Regex>,
     required: Required,
+    /// The pattern matches every input whole (`^.*$`, `.*`, empty: dot-all and multi-line
+    /// anchors make it so). CRS 920450 runs `^.*$` with `capture` on every header name only to
+    /// copy it into TX.0; answered without a regex engine.
+    whole: bool,
 }
+
+/// Patterns that, under `(?sm)`, match every input from its first byte to its last.
+const WHOLE_INPUT: [&str; 5] = ["", ".*", "^.*", ".*$", "^.*$"];
 
 impl Rx {
     pub(super) fn compile(pattern: &str) -> Result<Self, OperatorError> {
@@ -33,6 +40,7 @@ impl Rx {
         Ok(Self {
             re: Some(re),
             required: Required::for_regex(&full),
+            whole: WHOLE_INPUT.contains(&pattern),
         })
     }
 
@@ -41,6 +49,7 @@ impl Rx {
         Self {
             re: None,
             required: Required::default(),
+            whole: false,
         }
     }
 
@@ -51,6 +60,13 @@ impl Rx {
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
         let Some(re) = &self.re else { return false };
+        if self.whole {
+            if let Some(out) = captures {
+                out.clear();
+                out.push(input.to_vec());
+            }
+            return true;
+        }
         match captures {
             None => re.is_match(input),
             Some(out) => {
@@ -169,5 +185,33 @@ mod tests {
     #[test]
     fn empty_pattern_matches_everything() {
         assert!(rx("").is_match(b"anything", None));
+    }
+
+    #[test]
+    fn whole_input_patterns_answer_as_the_regex_engine_does() {
+        for p in WHOLE_INPUT {
+            let fast = rx(p);
+            assert!(fast.whole, "{p}");
+            let mut slow = rx(p);
+            slow.whole = false;
+            for input in [
+                &b""[..],
+                b"x-api-key",
+                b"two\nlines\n",
+                b"\xff\x00bytes",
+                b"\n",
+            ] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                assert_eq!(
+                    fast.is_match(input, Some(&mut a)),
+                    slow.is_match(input, Some(&mut b)),
+                    "{p} on {input:?}"
+                );
+                assert_eq!(a, b, "{p} on {input:?}");
+                assert_eq!(a, vec![input.to_vec()], "{p} on {input:?}");
+            }
+        }
+        assert!(!rx("^.+$").whole);
+        assert!(!rx("^a.*$").whole);
     }
 }
