@@ -189,11 +189,13 @@ fn upstreams(endpoints: &[String], extra: &str) -> Upstreams {
 }
 
 fn try_upstreams(endpoints: &[String], extra: &str) -> Result<Upstreams, UpstreamError> {
+    Upstreams::build(&configs(endpoints, extra))
+}
+
+fn configs(endpoints: &[String], extra: &str) -> BTreeMap<String, UpstreamConfig> {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let yaml = format!("u:\n  endpoints: [{}]\n{extra}", list.join(", "));
-    let configs: BTreeMap<String, UpstreamConfig> =
-        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"));
-    Upstreams::build(&configs)
+    serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"))
 }
 
 fn pool(set: &Upstreams) -> Arc<Upstream> {
@@ -366,6 +368,60 @@ async fn active_health_check_ejects_and_restores() {
         sick.hits() > before,
         "a recovered endpoint gets traffic again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_sending_nothing_to_an_endpoint_known_to_be_down() {
+    let backends = [Backend::http().await, Backend::http().await];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    // A long interval: after the reload, only what was carried over can keep the endpoint out.
+    let health = "  health: { path: /healthz, interval: 300ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
+    let set = upstreams(&urls, health);
+    let sick = &backends[1];
+    sick.set_health(500);
+    eventually("the failing endpoint to be marked down", || {
+        !health_of(&pool(&set), &urls[1])
+    })
+    .await;
+
+    // The same file applied again, as `gateway reload` does.
+    let next = Upstreams::build_after(&configs(&urls, health), Some(&set)).expect("reload");
+    drop(set);
+    let u = pool(&next);
+    assert!(
+        !health_of(&u, &urls[1]),
+        "still down right after the reload"
+    );
+    let before = sick.hits();
+    for _ in 0..20 {
+        // POST: never retried, so a request sent to the sick endpoint would show.
+        let (status, _) = send(&u, request(Method::POST, "/", Some("{}")))
+            .await
+            .expect("request");
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(
+        sick.hits(),
+        before,
+        "no traffic to the endpoint known to be down"
+    );
+
+    // The new set's own checks take over: it comes back once it passes.
+    sick.set_health(200);
+    eventually("the recovered endpoint to return", || {
+        health_of(&u, &urls[1])
+    })
+    .await;
+
+    // A configuration without health checks has nothing that could mark it up again: it
+    // starts available, whatever was known.
+    sick.set_health(500);
+    eventually("the endpoint to be marked down again", || {
+        !health_of(&u, &urls[1])
+    })
+    .await;
+    let unchecked = Upstreams::build_after(&configs(&urls, ""), Some(&next)).expect("reload");
+    assert!(health_of(&pool(&unchecked), &urls[1]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

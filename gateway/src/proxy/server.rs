@@ -77,8 +77,13 @@ pub struct Proxy {
 }
 
 /// Builds what one configuration generation needs; fails without side effects.
-/// `limiter` carries rate-limit state across generations.
-fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError> {
+/// `limiter` carries rate-limit state across generations, `previous` (on reload) what is known
+/// about upstream endpoints.
+fn runtime(
+    config: &Config,
+    limiter: Arc<Limiter>,
+    previous: Option<&Upstreams>,
+) -> Result<Runtime, ProxyError> {
     let mut router = Router::build(&config.routes)
         .map_err(|(index, reason)| ProxyError::Route { index, reason })?;
     let auth =
@@ -97,8 +102,8 @@ fn runtime(config: &Config, limiter: Arc<Limiter>) -> Result<Runtime, ProxyError
             });
         }
     }
-    let upstreams =
-        Upstreams::build(&config.upstreams).map_err(|e| ProxyError::Upstreams(e.to_string()))?;
+    let upstreams = Upstreams::build_after(&config.upstreams, previous)
+        .map_err(|e| ProxyError::Upstreams(e.to_string()))?;
     let ratelimit = RateLimits::new(limiter, &config.rate_limit, &router);
     let rl = &config.rate_limit;
     let bot = config
@@ -149,7 +154,7 @@ impl Proxy {
             &config.rate_limit,
         ));
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(runtime(config, Arc::clone(&limiter))?),
+            runtime: ArcSwap::from_pointee(runtime(config, Arc::clone(&limiter), None)?),
             access_log: AccessLog::start(config.access_log == AccessLogConfig::Stdout),
             blocked: hooks.blocked,
             violations: hooks.violations,
@@ -245,7 +250,13 @@ impl Proxy {
     /// in flight finish on the generation they started with. Listener addresses and the set of
     /// listeners take effect at restart; certificates reload now.
     pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
-        let next = runtime(config, self.shared.runtime.load().ratelimit.limiter())?;
+        let current = self.shared.runtime.load();
+        let next = runtime(
+            config,
+            current.ratelimit.limiter(),
+            Some(&current.upstreams),
+        )?;
+        drop(current);
         let mut tls_updates = Vec::new();
         for state in &self.listeners {
             let Some(new) = config.listeners.iter().find(|l| l.name == state.name) else {

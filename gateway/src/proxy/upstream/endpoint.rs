@@ -126,6 +126,11 @@ impl Endpoint {
     pub(super) fn eject(&self, until_ms: u64) {
         self.ejected_until_ms.store(until_ms, Relaxed);
     }
+
+    /// Ejected until this time (milliseconds on the upstream's clock); 0 = never ejected.
+    pub(super) fn ejected_until(&self) -> u64 {
+        self.ejected_until_ms.load(Relaxed)
+    }
 }
 
 impl Drop for InFlight<'_> {

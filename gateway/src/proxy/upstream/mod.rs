@@ -79,6 +79,19 @@ impl Upstreams {
     /// Builds every pool and, for pools with health checks, spawns their checkers on the current
     /// tokio runtime. Validates each configuration first.
     pub fn build(configs: &BTreeMap<String, UpstreamConfig>) -> Result<Self, UpstreamError> {
+        Self::build_after(configs, None)
+    }
+
+    /// [`Upstreams::build`] for a reload: endpoints that were in `previous` (same upstream name,
+    /// same endpoint as written) keep what was learned about them, so a reload does not send
+    /// traffic to an endpoint known to be down: the active checks' verdict (when the new
+    /// configuration checks that upstream too; without checks nothing could mark it healthy
+    /// again, so it starts available) and the rest of a passive ejection. Envoy keeps host health
+    /// across cluster updates the same way.
+    pub fn build_after(
+        configs: &BTreeMap<String, UpstreamConfig>,
+        previous: Option<&Upstreams>,
+    ) -> Result<Self, UpstreamError> {
         // Built incrementally into `Self`, so that on an error the tasks spawned so far are
         // aborted by `Drop`.
         let mut set = Self {
@@ -86,7 +99,11 @@ impl Upstreams {
             health_tasks: Vec::new(),
         };
         for (name, config) in configs {
-            let upstream = Arc::new(Upstream::build(name, config)?);
+            let upstream = Upstream::build(name, config)?;
+            if let Some(old) = previous.and_then(|p| p.pools.get(name)) {
+                upstream.inherit(old, config.health.is_some());
+            }
+            let upstream = Arc::new(upstream);
             if let Some(check) = &config.health {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(UpstreamError::config(
@@ -174,6 +191,24 @@ impl Upstream {
             breaker: Breaker::new(&config.circuit_breaker),
             epoch: Instant::now(),
         })
+    }
+
+    /// Takes over what `old` (the same upstream in the configuration being replaced) knows about
+    /// endpoints that are in both: health (only when `checked`) and the time left of ejections.
+    fn inherit(&self, old: &Upstream, checked: bool) {
+        let (old_now, now) = (old.now_ms(), self.now_ms());
+        for endpoint in self.endpoints.iter() {
+            let Some(before) = old.endpoints.iter().find(|e| e.label == endpoint.label) else {
+                continue;
+            };
+            if checked {
+                endpoint.set_healthy(before.is_healthy());
+            }
+            let left = before.ejected_until().saturating_sub(old_now);
+            if left > 0 {
+                endpoint.eject(now.saturating_add(left));
+            }
+        }
     }
 
     /// The pool's name.
