@@ -714,3 +714,158 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
         "still accepting after shutdown"
     );
 }
+
+/// Reads exactly one response (by `Content-Length`, or to the last chunk) off a keep-alive
+/// connection.
+async fn one_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())
+                    .flatten()
+            });
+            let complete = match length {
+                Some(n) => body.len() >= n,
+                None => body.ends_with("0\r\n\r\n"),
+            };
+            if complete {
+                return text;
+            }
+        }
+        let n = s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed mid-response: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Polls until connecting to `addr` is refused (a stopped listener's socket closes as its
+/// task is dropped, a moment after the reload returns).
+async fn refused(addr: SocketAddr) -> bool {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_follow_the_file_on_reload() {
+    let b = Backend::start("b").await;
+    let yaml = |listeners: &str| {
+        format!(
+            r#"
+listeners: [{listeners}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+            b.url()
+        )
+    };
+    let main = r#"{ name: main, address: "127.0.0.1:0" }"#;
+    let proxy = start(&yaml(main)).await;
+    let main_addr = proxy.addr("main").expect("main listening");
+
+    // Added: accepts at once; the running listener keeps its socket.
+    let extra = format!(r#"{{ name: extra, address: "127.0.0.1:{}" }}"#, free_port());
+    proxy
+        .reload(&config(&yaml(&format!("{main}, {extra}"))))
+        .expect("reload adds a listener");
+    let extra_addr = proxy.addr("extra").expect("extra listening");
+    assert_eq!(proxy.addr("main"), Some(main_addr));
+    assert_eq!(get(extra_addr, "/", "").await.status, 200);
+    assert_eq!(get(main_addr, "/", "").await.status, 200);
+
+    // A keep-alive connection open on it when it is removed...
+    let mut kept = TcpStream::connect(extra_addr).await.expect("connect");
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .expect("write");
+    let first = tokio::time::timeout(Duration::from_secs(5), one_response(&mut kept))
+        .await
+        .expect("answer in time");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Removed: no new connections...
+    proxy
+        .reload(&config(&yaml(main)))
+        .expect("reload removes a listener");
+    assert!(proxy.addr("extra").is_none());
+    assert!(
+        refused(extra_addr).await,
+        "a removed listener still accepts"
+    );
+    // ...while the open one is served to its end.
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest)).await;
+    assert!(
+        rest.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+
+    // An address already taken: the whole reload is refused, naming the listener; nothing
+    // changes.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    let err = proxy
+        .reload(&config(&yaml(&format!(
+            r#"{main}, {{ name: busy, address: "{taken_addr}" }}"#
+        ))))
+        .expect_err("an address in use accepted");
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(proxy.addr("busy").is_none());
+    assert_eq!(get(main_addr, "/", "").await.status, 200);
+
+    // Moved: served on the new address only.
+    let port = free_port();
+    proxy
+        .reload(&config(&yaml(&format!(
+            r#"{{ name: main, address: "127.0.0.1:{port}" }}"#
+        ))))
+        .expect("reload moves a listener");
+    let moved = proxy.addr("main").expect("main listening");
+    assert_eq!(moved.port(), port);
+    assert_eq!(get(moved, "/", "").await.status, 200);
+    assert!(refused(main_addr).await, "the old address still accepts");
+
+    // Renamed on the same address: the socket stays.
+    proxy
+        .reload(&config(&yaml(&format!(
+            r#"{{ name: public, address: "127.0.0.1:{port}" }}"#
+        ))))
+        .expect("reload renames a listener");
+    assert_eq!(proxy.addr("public"), Some(moved));
+    assert!(proxy.addr("main").is_none());
+    assert_eq!(get(moved, "/", "").await.status, 200);
+
+    // Its settings change on the same socket: new connections get the redirect to HTTPS.
+    proxy
+        .reload(&config(&yaml(&format!(
+            r#"{{ name: public, address: "127.0.0.1:{port}", redirect_https_port: 8443 }}"#
+        ))))
+        .expect("reload changes a listener's settings");
+    assert_eq!(proxy.addr("public"), Some(moved));
+    let r = get(moved, "/orders?page=2", "").await;
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://api.test:8443/orders?page=2")
+    );
+}

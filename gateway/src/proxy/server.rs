@@ -1,10 +1,11 @@
 //! Listeners and connections: accept, optional PROXY protocol (trusted balancers only), optional
 //! TLS, then hyper serving HTTP/1.1 and HTTP/2 with the configured limits. Reload swaps the
-//! routing/upstream generation atomically; shutdown stops accepting and drains.
+//! routing/upstream generation atomically and applies listener changes (new sockets are bound
+//! before anything changes); shutdown stops accepting and drains.
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -13,7 +14,11 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::watch,
+    task::JoinHandle,
+};
 
 use super::{
     access_log::AccessLog,
@@ -61,15 +66,71 @@ pub struct BoundListener {
 
 struct ListenerState {
     name: String,
-    tls: Option<Arc<TlsAcceptor>>,
+    /// As configured: port 0 stays 0, so the same file keeps the same socket on reload.
+    configured: SocketAddr,
+    bound: SocketAddr,
+    /// Read per accepted connection: a reload changes TLS, PROXY protocol or the redirect
+    /// without closing the socket.
+    settings: Arc<ArcSwap<ListenerSettings>>,
     task: JoinHandle<()>,
+}
+
+/// What a listener serves new connections with.
+struct ListenerSettings {
+    /// Can change too: a listener renamed in the file keeps its socket.
+    name: Arc<str>,
+    tls: Option<Arc<TlsAcceptor>>,
+    proxy_protocol: bool,
+    redirect_https_port: Option<u16>,
+}
+
+impl ListenerSettings {
+    /// Loads and checks the certificates: fails without side effects.
+    fn new(l: &ListenerConfig) -> Result<Self, ProxyError> {
+        let tls = match &l.tls {
+            Some(settings) => Some(Arc::new(TlsAcceptor::new(settings).map_err(|source| {
+                ProxyError::Tls {
+                    name: l.name.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        Ok(Self {
+            name: Arc::from(l.name.as_str()),
+            tls,
+            proxy_protocol: l.proxy_protocol,
+            redirect_https_port: l.redirect_https_port,
+        })
+    }
+}
+
+/// Binds `l`'s address (`SO_REUSEADDR`, as `TcpListener::bind` does). Synchronous, so a
+/// reload can bind every new socket before it changes anything.
+fn bind(l: &ListenerConfig) -> Result<(TcpListener, SocketAddr), ProxyError> {
+    let err = |source| ProxyError::Bind {
+        name: l.name.clone(),
+        addr: l.address,
+        source,
+    };
+    let socket = if l.address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(l.address).map_err(err)?;
+    let listener = socket.listen(1024).map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((listener, addr))
 }
 
 /// The running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: Vec<ListenerState>,
-    bound: Vec<BoundListener>,
+    /// Changed by reloads (which take `&self`: tests and the admin API share the proxy).
+    listeners: Mutex<Vec<ListenerState>>,
     stop: watch::Sender<bool>,
     connections: Arc<()>,
     /// Writes quota counters to the state directory periodically.
@@ -164,53 +225,23 @@ impl Proxy {
         let (stop, _) = watch::channel(false);
         let connections = Arc::new(());
         let mut listeners = Vec::new();
-        let mut bound = Vec::new();
         for l in &config.listeners {
-            let tls = match &l.tls {
-                Some(settings) => Some(Arc::new(TlsAcceptor::new(settings).map_err(|source| {
-                    ProxyError::Tls {
-                        name: l.name.clone(),
-                        source,
-                    }
-                })?)),
-                None => None,
-            };
-            let socket = TcpListener::bind(l.address)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    name: l.name.clone(),
-                    addr: l.address,
-                    source,
-                })?;
-            let addr = socket.local_addr().map_err(|source| ProxyError::Bind {
-                name: l.name.clone(),
-                addr: l.address,
-                source,
-            })?;
-            tracing::info!(listener = %l.name, %addr, tls = tls.is_some(), proxy_protocol = l.proxy_protocol, "listening");
-            let task = tokio::spawn(accept_loop(
+            let settings = ListenerSettings::new(l)?;
+            let (socket, addr) = bind(l)?;
+            listeners.push(spawn_listener(
+                l,
                 socket,
-                l.clone(),
-                tls.clone(),
-                Arc::clone(&shared),
-                stop.subscribe(),
-                Arc::clone(&connections),
-            ));
-            listeners.push(ListenerState {
-                name: l.name.clone(),
-                tls,
-                task,
-            });
-            bound.push(BoundListener {
-                name: l.name.clone(),
                 addr,
-            });
+                settings,
+                &shared,
+                &stop,
+                &connections,
+            ));
         }
         let quota_flusher = limiter.spawn_flusher(config.rate_limit.flush_interval);
         Ok(Self {
             shared,
-            listeners,
-            bound,
+            listeners: Mutex::new(listeners),
             stop,
             connections,
             quota_flusher,
@@ -237,18 +268,39 @@ impl Proxy {
         }
     }
 
-    pub fn listeners(&self) -> &[BoundListener] {
-        &self.bound
+    /// The listeners accepting now.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.lock_listeners()
+            .iter()
+            .map(|l| BoundListener {
+                name: l.name.clone(),
+                addr: l.bound,
+            })
+            .collect()
     }
 
     /// The address of the listener called `name`.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.bound.iter().find(|b| b.name == name).map(|b| b.addr)
+        self.lock_listeners()
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.bound)
     }
 
-    /// Applies a new configuration: everything is built first, then swapped at once; requests
-    /// in flight finish on the generation they started with. Listener addresses and the set of
-    /// listeners take effect at restart; certificates reload now.
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<ListenerState>> {
+        // Nothing panics while holding it; a poisoned list is still the right list.
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a new configuration: everything is built first (routes, upstreams, certificates,
+    /// the sockets of new or moved listeners), then swapped at once; if anything fails nothing
+    /// changes. Requests in flight finish on the generation they started with. Listeners follow
+    /// the file as nginx's reload does: a new one starts accepting, a removed one stops
+    /// accepting (its open connections finish), a moved one accepts on its new address only,
+    /// and TLS, PROXY protocol and redirect changes apply to new connections without closing the
+    /// socket.
     pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
         let current = self.shared.runtime.load();
         let next = runtime(
@@ -257,31 +309,60 @@ impl Proxy {
             Some(&current.upstreams),
         )?;
         drop(current);
-        let mut tls_updates = Vec::new();
-        for state in &self.listeners {
-            let Some(new) = config.listeners.iter().find(|l| l.name == state.name) else {
-                tracing::warn!(listener = %state.name, "listener removed from the file: it stays until restart");
-                continue;
+        let mut running = self.lock_listeners();
+        // Everything that can fail, first.
+        let mut prepared = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let settings = ListenerSettings::new(l)?;
+            // By name; else a listener on the same (non-zero) address whose name is gone from
+            // the file: renamed, it keeps its socket.
+            let existing = running.iter().position(|r| r.name == l.name).or_else(|| {
+                running.iter().position(|r| {
+                    r.configured == l.address
+                        && l.address.port() != 0
+                        && !config.listeners.iter().any(|c| c.name == r.name)
+                })
+            });
+            let socket = match existing {
+                Some(i) if running[i].configured == l.address => None,
+                _ => Some(bind(l)?),
             };
-            if let (Some(acceptor), Some(settings)) = (&state.tls, &new.tls) {
-                tls_updates.push((acceptor, settings, &state.name));
+            prepared.push((l, existing, socket, settings));
+        }
+        // Then the swap: nothing below fails.
+        let mut old: Vec<Option<ListenerState>> = running.drain(..).map(Some).collect();
+        for (l, existing, socket, settings) in prepared {
+            let previous = existing.and_then(|i| old.get_mut(i).and_then(Option::take));
+            match (previous, socket) {
+                (Some(mut state), None) => {
+                    state.name.clone_from(&l.name);
+                    state.settings.store(Arc::new(settings));
+                    running.push(state);
+                }
+                (previous, Some((socket, addr))) => {
+                    if let Some(state) = previous {
+                        tracing::info!(listener = %l.name, from = %state.bound, to = %addr, "listener moved");
+                        state.task.abort();
+                    }
+                    running.push(spawn_listener(
+                        l,
+                        socket,
+                        addr,
+                        settings,
+                        &self.shared,
+                        &self.stop,
+                        &self.connections,
+                    ));
+                }
+                // A kept listener always has its state (names are unique in a valid file).
+                (None, None) => {}
             }
         }
-        // Certificates are checked before anything is swapped, so a bad file changes nothing.
-        for (_, settings, name) in &tls_updates {
-            TlsAcceptor::new(settings).map_err(|source| ProxyError::Tls {
-                name: (*name).clone(),
-                source,
-            })?;
+        for state in old.into_iter().flatten() {
+            tracing::info!(listener = %state.name, addr = %state.bound, "listener removed: no new connections, open ones finish");
+            state.task.abort();
         }
-        for (acceptor, settings, name) in tls_updates {
-            acceptor
-                .reload(settings)
-                .map_err(|source| ProxyError::Tls {
-                    name: name.clone(),
-                    source,
-                })?;
-        }
+        drop(running);
         self.shared.runtime.store(Arc::new(next));
         Ok(())
     }
@@ -290,7 +371,7 @@ impl Proxy {
     /// current response) and waits up to `timeout` for them.
     pub async fn shutdown(self, timeout: Duration) {
         let _ = self.stop.send(true);
-        for l in &self.listeners {
+        for l in self.lock_listeners().iter() {
             l.task.abort();
         }
         let deadline = Instant::now() + timeout;
@@ -318,7 +399,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for l in &self.listeners {
+        for l in self.lock_listeners().iter() {
             l.task.abort();
         }
         self.quota_flusher.abort();
@@ -326,22 +407,48 @@ impl Drop for Proxy {
     }
 }
 
+/// Starts accepting on a bound socket.
+fn spawn_listener(
+    l: &ListenerConfig,
+    socket: TcpListener,
+    addr: SocketAddr,
+    settings: ListenerSettings,
+    shared: &Arc<Shared>,
+    stop: &watch::Sender<bool>,
+    connections: &Arc<()>,
+) -> ListenerState {
+    tracing::info!(listener = %l.name, %addr, tls = settings.tls.is_some(), proxy_protocol = settings.proxy_protocol, "listening");
+    let settings = Arc::new(ArcSwap::from_pointee(settings));
+    let task = tokio::spawn(accept_loop(
+        socket,
+        Arc::clone(&settings),
+        Arc::clone(shared),
+        stop.subscribe(),
+        Arc::clone(connections),
+    ));
+    ListenerState {
+        name: l.name.clone(),
+        configured: l.address,
+        bound: addr,
+        settings,
+        task,
+    }
+}
+
 async fn accept_loop(
     socket: TcpListener,
-    config: ListenerConfig,
-    tls: Option<Arc<TlsAcceptor>>,
+    settings: Arc<ArcSwap<ListenerSettings>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     connections: Arc<()>,
 ) {
-    let name: Arc<str> = Arc::from(config.name.as_str());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = socket.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tracing::warn!(listener = %settings.load().name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -351,11 +458,13 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let token = Arc::clone(&connections);
         let shared = Arc::clone(&shared);
-        let tls = tls.clone();
-        let name = Arc::clone(&name);
+        let current = settings.load();
+        let tls = current.tls.clone();
+        let proxy_protocol = current.proxy_protocol;
+        let redirect = current.redirect_https_port;
+        let name = Arc::clone(&current.name);
+        drop(current);
         let stop = stop.clone();
-        let proxy_protocol = config.proxy_protocol;
-        let redirect = config.redirect_https_port;
         tokio::spawn(async move {
             let _token = token;
             if let Err(e) = serve(
