@@ -158,9 +158,10 @@ impl<'d> Cands<'d> {
         Self {
             scratch: Vec::with_capacity(32),
             sets: vec![None; targets as usize],
-            arena: Vec::new(),
-            groups: HashMap::default(),
-            tvals: Vec::new(),
+            arena: Vec::with_capacity(256),
+            // Sized for a small request's (target, chain) pairs: growing it showed in profiles.
+            groups: HashMap::with_capacity_and_hasher(512, BuildHasherDefault::default()),
+            tvals: Vec::with_capacity(1024),
         }
     }
 
@@ -224,6 +225,12 @@ fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
 
 /// `raw` after `link`'s chain, with its bytes.
 fn transformed(link: &Link, raw: &[u8]) -> Cached {
+    if let Some(triggers) = &link.chain_triggers {
+        let bytes = ByteSet::of(raw);
+        if !triggers.intersects(&bytes) {
+            return Cached { value: None, bytes };
+        }
+    }
     // Borrowed results are subslices of the value (`trim*`): unchanged iff of the same length.
     let value = match transform(&link.transforms, raw) {
         Cow::Borrowed(b) if b.len() == raw.len() => None,
@@ -286,8 +293,9 @@ impl Engine {
             processor: None,
             force_body_var: false,
             matches: Vec::new(),
-            cache: HashMap::with_capacity_and_hasher(256, BuildHasherDefault::default()),
-            values: Vec::with_capacity(256),
+            // A small JSON request holds ~1,000 (value, chain) pairs under CRS PL1.
+            cache: HashMap::with_capacity_and_hasher(1024, BuildHasherDefault::default()),
+            values: Vec::with_capacity(1024),
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -462,8 +470,10 @@ impl Engine {
                 return false;
             }
             let value = st.tx.get(k.as_str()).cloned().unwrap_or_default();
-            st.matched_var = Some((format!("TX:{k}"), value.clone()));
-            st.matched_vars = vec![(format!("TX:{k}"), value)];
+            let name = format!("TX:{k}");
+            st.matched_vars.clear();
+            st.matched_vars.push((name.clone(), value.clone()));
+            st.matched_var = Some((name, value));
             for action in &link.actions {
                 self.exec(rule, action, data, st);
             }
@@ -472,13 +482,33 @@ impl Engine {
         let filters = op.filters();
         let mut caps: Vec<Vec<u8>> = Vec::new();
         let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
+        // Exclusions from `ctl` and the configuration that apply to this rule.
+        let applies = |sel: &RuleSel| match sel {
+            RuleSel::All => true,
+            RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
+            RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
+        };
+        // Those that can reach one of the link's targets (CRS 941010 removes REQUEST_FILENAME
+        // from the rules tagged `xss-perf-disable` on almost every request: every other rule
+        // must not pay for it), and whether one reaches a counted target (`&ARGS`), whose
+        // single value cannot be filtered afterwards.
+        let removals = st.removed_targets.len();
+        let (mut removal, mut counted) = (false, false);
+        for (sel, e) in &st.removed_targets {
+            for t in link.targets.iter().filter(|t| e.can_cover(t.var)) {
+                if applies(sel) {
+                    removal = true;
+                    counted |= t.count;
+                }
+            }
+        }
         if let Some(ids) = &link.target_ids
-            && st.removed_targets.is_empty()
+            && !counted
             && !link.multi_match
         {
-            // Without `ctl`/configured target removals a target's values depend only on the
-            // target and its exclusions: collected, transformed and their bytes noted once per
-            // phase, shared by every link that reads them through the same chain.
+            // A target's values depend only on the target and its own exclusions: collected,
+            // transformed and their bytes noted once per phase, shared by every link that reads
+            // them through the same chain; removals that apply to this rule filter them here.
             for (t, &tid) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
                 let g = cands.group(tid, link, a, b, st);
@@ -488,6 +518,14 @@ impl Engine {
                         continue;
                     }
                     let cand = &cands.arena[a + i];
+                    // Only the removals made before this link ran, as when collecting.
+                    if removal
+                        && st.removed_targets[..removals]
+                            .iter()
+                            .any(|(sel, e)| e.covers(cand.var, &cand.key) && applies(sel))
+                    {
+                        continue;
+                    }
                     let value = v.value.as_deref().unwrap_or(&cand.value);
                     let expand = |s: &str| expand_text(s, rule, data, st);
                     caps.clear();
@@ -501,13 +539,7 @@ impl Engine {
         } else {
             let scratch = &mut cands.scratch;
             scratch.clear();
-            // Exclusions from `ctl` and the configuration that apply to this rule; checked per
-            // value rather than collected, so the common case allocates nothing.
-            let applies = |sel: &RuleSel| match sel {
-                RuleSel::All => true,
-                RuleSel::Ids(r) => r.iter().any(|&(a, b)| (a..=b).contains(&rule.id)),
-                RuleSel::Tag(t) => rule.tags.iter().any(|rt| rt.eq_ignore_ascii_case(t)),
-            };
+            // Removals are checked per value rather than collected: nothing allocated for them.
             for t in &link.targets {
                 collect(t, data, st, scratch, |var, key| {
                     link.exclusions.iter().any(|e| e.covers(var, key))

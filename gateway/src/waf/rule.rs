@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 use super::{
     WafError,
     actions::{Action, Macro, parse_action},
-    operator::Operator,
+    operator::{ByteSet, Operator},
     seclang::{self, Directive, RawAction},
     transform::Transform,
     variables::{Exclusion, Parsed, Target, parse_target},
@@ -34,6 +34,8 @@ pub struct Link {
     /// Interned transformation chain (0 = none): the per-request cache key.
     pub chain_id: u32,
     pub transforms: Arc<[Transform]>,
+    /// [`Transform::chain_triggers`] of `transforms`.
+    pub chain_triggers: Option<ByteSet>,
     pub capture: bool,
     pub multi_match: bool,
     /// Per target, an id interned from the target and the exclusions that can apply to it,
@@ -538,6 +540,7 @@ impl Builder {
             exclusions,
             op,
             chain_id,
+            chain_triggers: Transform::chain_triggers(&transforms),
             transforms,
             capture,
             multi_match,

@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+use super::operator::ByteSet;
+
 /// One `t:` transformation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transform {
@@ -127,6 +129,54 @@ impl Transform {
             Self::Sha1 => "sha1",
             Self::Md5 => "md5",
         }
+    }
+
+    /// The bytes without which this leaves a value unchanged (`None`: it may change any
+    /// value, as `t:length` does). What each function's own early return tests, widened where
+    /// that depends on neighbours (`cmdLine` on a space before `/`).
+    fn triggers(self) -> Option<ByteSet> {
+        let set = |bytes: &[u8]| ByteSet::where_(|b| bytes.contains(&b));
+        Some(match self {
+            Self::None => ByteSet::default(),
+            Self::Lowercase => ByteSet::where_(|b| b.is_ascii_uppercase()),
+            Self::Uppercase => ByteSet::where_(|b| b.is_ascii_lowercase()),
+            Self::UrlDecode | Self::UrlDecodeUni => set(b"%+"),
+            Self::HtmlEntityDecode => set(b"&"),
+            Self::JsDecode | Self::CssDecode | Self::EscapeSeqDecode => set(b"\\"),
+            Self::CmdLine => {
+                ByteSet::where_(|b| b.is_ascii_uppercase() || b"\"'\\^,;\t\r\n ".contains(&b))
+            }
+            Self::CompressWhitespace | Self::RemoveWhitespace => ByteSet::where_(is_modsec_space),
+            Self::RemoveNulls | Self::ReplaceNulls => set(b"\0"),
+            Self::RemoveComments => set(b"/<-#"),
+            Self::ReplaceComments => set(b"/"),
+            Self::RemoveCommentsChar => set(b"/*<-#"),
+            Self::SqlHexDecode => set(b"0"),
+            Self::Utf8ToUnicode => ByteSet::where_(|b| b >= 0x80),
+            Self::Trim | Self::TrimLeft | Self::TrimRight => ByteSet::where_(is_c_space),
+            Self::UrlEncode
+            | Self::NormalisePath
+            | Self::NormalisePathWin
+            | Self::Base64Decode
+            | Self::Base64DecodeExt
+            | Self::Base64Encode
+            | Self::HexDecode
+            | Self::HexEncode
+            | Self::Length
+            | Self::Sha1
+            | Self::Md5 => return Option::None,
+        })
+    }
+
+    /// The bytes without which `chain` leaves a value unchanged: a value holding none of them
+    /// skips the chain (one set intersection instead of a scan per transformation). Sound by
+    /// induction: each step returns its input, so the next sees the same bytes.
+    pub fn chain_triggers(chain: &[Transform]) -> Option<ByteSet> {
+        let mut all = ByteSet::default();
+        for t in chain {
+            all.union(&t.triggers()?);
+        }
+        Some(all)
     }
 
     /// Applies the transformation. Borrowed when unchanged (the cheap common case).
@@ -1127,6 +1177,128 @@ fn trim(input: &[u8], left: bool, right: bool) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: [Transform; 33] = [
+        Transform::None,
+        Transform::Lowercase,
+        Transform::Uppercase,
+        Transform::UrlDecode,
+        Transform::UrlDecodeUni,
+        Transform::UrlEncode,
+        Transform::HtmlEntityDecode,
+        Transform::JsDecode,
+        Transform::CssDecode,
+        Transform::EscapeSeqDecode,
+        Transform::CmdLine,
+        Transform::CompressWhitespace,
+        Transform::RemoveWhitespace,
+        Transform::RemoveNulls,
+        Transform::ReplaceNulls,
+        Transform::RemoveComments,
+        Transform::ReplaceComments,
+        Transform::RemoveCommentsChar,
+        Transform::NormalisePath,
+        Transform::NormalisePathWin,
+        Transform::Base64Decode,
+        Transform::Base64DecodeExt,
+        Transform::Base64Encode,
+        Transform::HexDecode,
+        Transform::HexEncode,
+        Transform::SqlHexDecode,
+        Transform::Utf8ToUnicode,
+        Transform::Length,
+        Transform::Trim,
+        Transform::TrimLeft,
+        Transform::TrimRight,
+        Transform::Sha1,
+        Transform::Md5,
+    ];
+
+    /// A transformation changes only values that hold one of its trigger bytes: checked on
+    /// random values built from encodings, comments, entities, escapes, whitespace runs and
+    /// random bytes, with every transformation seen changing some of them.
+    #[test]
+    fn a_value_without_a_transformations_trigger_bytes_is_left_unchanged() {
+        use rand::{Rng as _, SeedableRng as _};
+        const PIECES: &[&[u8]] = &[
+            b"&amp;",
+            b"&#x41;",
+            b"&#65;",
+            b"&lt;",
+            b"%41",
+            b"%u0041",
+            b"%uff41",
+            b"+",
+            b"\\x41",
+            b"\\u0041",
+            b"\\101",
+            b"\\n",
+            b"\\41 ",
+            b"/* c */",
+            b"/*",
+            b"*/",
+            b"<!-- c -->",
+            b"--",
+            b"#",
+            b"0x4142",
+            b"0X41",
+            b"AbC",
+            b"abc",
+            b" ",
+            b"  ",
+            b"\t",
+            b"\r\n",
+            b"\0",
+            b"\xc3\xa9",
+            b"\xa0",
+            b"/a/../b",
+            b"./",
+            b"//",
+            b"\\a\\..\\b",
+            b"a,b;c",
+            b"^",
+            b"\"'",
+            b" /",
+            b" (",
+            b"x",
+            b"42",
+            b"QUJD",
+            b"-_.*",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for t in ALL {
+            let Some(triggers) = Transform::chain_triggers(&[t]) else {
+                continue;
+            };
+            let mut changed = 0;
+            for _ in 0..5_000 {
+                let mut value = Vec::new();
+                for _ in 0..rng.random_range(0..5) {
+                    if rng.random_bool(0.8) {
+                        value.extend_from_slice(PIECES[rng.random_range(0..PIECES.len())]);
+                    } else {
+                        value.push(rng.random());
+                    }
+                }
+                if t.apply(&value).as_ref() != value.as_slice() {
+                    changed += 1;
+                    assert!(
+                        triggers.intersects(&ByteSet::of(&value)),
+                        "{} changed {:?}, which holds none of its trigger bytes",
+                        t.name(),
+                        String::from_utf8_lossy(&value)
+                    );
+                }
+            }
+            assert!(
+                t == Transform::None || changed > 100,
+                "{} changed only {changed} values: the check saw too little",
+                t.name()
+            );
+        }
+        // A chain with one transformation that may change anything has no trigger set.
+        assert!(Transform::chain_triggers(&[Transform::Lowercase, Transform::Length]).is_none());
+    }
 
     /// Applies `t` and asserts the output bytes and whether it borrowed (unchanged).
     fn check(t: Transform, cases: &[(&[u8], &[u8])]) {

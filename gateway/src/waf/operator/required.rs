@@ -40,13 +40,22 @@ impl ByteSet {
         }
     }
 
-    fn union(&mut self, o: &Self) {
+    /// The bytes `pred` holds for.
+    pub fn where_(pred: impl Fn(u8) -> bool) -> Self {
+        let mut s = Self::default();
+        for b in (0..=255u8).filter(|&b| pred(b)) {
+            s.insert(b);
+        }
+        s
+    }
+
+    pub fn union(&mut self, o: &Self) {
         for (a, b) in self.0.iter_mut().zip(o.0) {
             *a |= b;
         }
     }
 
-    fn intersects(&self, o: &Self) -> bool {
+    pub fn intersects(&self, o: &Self) -> bool {
         self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
     }
 
