@@ -1202,4 +1202,25 @@ mod tests {
         assert_eq!(ids(&e, "/?K=%20abc%20"), vec![1, 2, 4, 6]);
         assert_eq!(ids(&e, "/?k=abc"), vec![1, 2, 4, 6]);
     }
+
+    /// Target removals made by `ctl` (as CRS 941010 does) reach exactly the rules they name, on
+    /// the shared per-phase value sets: rules they do not name still see every value, counted
+    /// targets count what is left, and a removal made later does not reach back.
+    #[test]
+    fn ctl_target_removals_reach_only_the_rules_they_name() {
+        let e = engine(
+            "SecRule ARGS \"@streq evil\" \"id:10,phase:1,pass,log,msg:'before',t:none\"\n\
+             SecAction \"id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20-21;ARGS:a,\
+             ctl:ruleRemoveTargetByTag=no-b;ARGS:b\"\n\
+             SecRule ARGS \"@streq evil\" \"id:20,phase:1,pass,log,msg:'by id',t:none\"\n\
+             SecRule &ARGS \"@eq 1\" \"id:21,phase:1,pass,log,msg:'count',t:none\"\n\
+             SecRule ARGS \"@streq evil\" \"id:22,phase:1,pass,log,msg:'by tag',tag:'no-b',t:none\"\n\
+             SecRule ARGS \"@streq evil\" \"id:23,phase:1,pass,log,msg:'untouched',t:none\"\n",
+        );
+        // `a` is hidden from 20 and 21 only, `b` from 22 only.
+        assert_eq!(ids(&e, "/?a=evil"), vec![10, 22, 23]);
+        assert_eq!(ids(&e, "/?b=evil"), vec![10, 20, 21, 23]);
+        assert_eq!(ids(&e, "/?a=evil&b=ok"), vec![10, 21, 22, 23]);
+        assert_eq!(ids(&e, "/?a=ok&b=evil"), vec![10, 20, 21, 23]);
+    }
 }
