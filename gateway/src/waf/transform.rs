@@ -886,6 +886,31 @@ fn remove_comments_char(input: &[u8]) -> Cow<'_, [u8]> {
 /// of a relative path stay; at the root they vanish), collapses `//`, keeps a trailing slash; a
 /// path that reduces to nothing is empty. `normalisePathWin` first turns `\` into `/`.
 fn normalise_path(input: &[u8], win: bool) -> Cow<'_, [u8]> {
+    if is_normal_path(input, win) {
+        return Cow::Borrowed(input);
+    }
+    rebuild_path(input, win)
+}
+
+/// Whether [`rebuild_path`] would return `input` as it is: no empty, `.` or `..` segment other
+/// than the root's and a trailing slash's (and no backslash for the Windows flavour). Most
+/// values CRS normalises are already normal: checked without building segment lists.
+fn is_normal_path(input: &[u8], win: bool) -> bool {
+    if win && memchr::memchr(b'\\', input).is_some() {
+        return false;
+    }
+    let last = input.split(|&b| b == b'/').count() - 1;
+    input
+        .split(|&b| b == b'/')
+        .enumerate()
+        .all(|(i, seg)| match seg {
+            b"" => i == 0 || i == last,
+            b"." | b".." => false,
+            _ => true,
+        })
+}
+
+fn rebuild_path(input: &[u8], win: bool) -> Cow<'_, [u8]> {
     if input.is_empty() {
         return Cow::Borrowed(input);
     }
@@ -1213,6 +1238,37 @@ mod tests {
         Transform::Sha1,
         Transform::Md5,
     ];
+
+    /// A path called already normal is one that rebuilding leaves as it is (random paths).
+    #[test]
+    fn normal_paths_are_recognised_without_rebuilding_them() {
+        use rand::{Rng as _, SeedableRng as _};
+        const SEGMENTS: &[&[u8]] = &[b"", b".", b"..", b"a", b"bc", b"...", b".x", b"d\\e", b"\\"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut normal = 0;
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..6);
+            let parts: Vec<&[u8]> = (0..n)
+                .map(|_| SEGMENTS[rng.random_range(0..SEGMENTS.len())])
+                .collect();
+            let path = parts.join(&b'/');
+            for win in [false, true] {
+                // Sound, not complete: a relative `..` is kept as it is but takes the long way.
+                if is_normal_path(&path, win) {
+                    let rebuilt = rebuild_path(&path, win);
+                    assert_eq!(
+                        rebuilt.as_ref(),
+                        path.as_slice(),
+                        "{:?} (win: {win}) called normal, rebuilt as {:?}",
+                        String::from_utf8_lossy(&path),
+                        String::from_utf8_lossy(&rebuilt)
+                    );
+                    normal += 1;
+                }
+            }
+        }
+        assert!(normal > 1_000, "only {normal} normal paths seen");
+    }
 
     /// A transformation changes only values that hold one of its trigger bytes: checked on
     /// random values built from encodings, comments, entities, escapes, whitespace runs and
