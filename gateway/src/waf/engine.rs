@@ -494,12 +494,10 @@ impl Engine {
         // single value cannot be filtered afterwards.
         let removals = st.removed_targets.len();
         let (mut removal, mut counted) = (false, false);
-        for (sel, e) in &st.removed_targets {
+        for (_, e) in st.removed_targets.iter().filter(|(sel, _)| applies(sel)) {
             for t in link.targets.iter().filter(|t| e.can_cover(t.var)) {
-                if applies(sel) {
-                    removal = true;
-                    counted |= t.count;
-                }
+                removal = true;
+                counted |= t.count;
             }
         }
         if let Some(ids) = &link.target_ids

@@ -899,15 +899,18 @@ fn is_normal_path(input: &[u8], win: bool) -> bool {
     if win && memchr::memchr(b'\\', input).is_some() {
         return false;
     }
-    let last = input.split(|&b| b == b'/').count() - 1;
-    input
-        .split(|&b| b == b'/')
-        .enumerate()
-        .all(|(i, seg)| match seg {
-            b"" => i == 0 || i == last,
+    let mut segs = input.split(|&b| b == b'/').enumerate().peekable();
+    while let Some((i, seg)) = segs.next() {
+        let normal = match seg {
+            b"" => i == 0 || segs.peek().is_none(),
             b"." | b".." => false,
             _ => true,
-        })
+        };
+        if !normal {
+            return false;
+        }
+    }
+    true
 }
 
 fn rebuild_path(input: &[u8], win: bool) -> Cow<'_, [u8]> {
