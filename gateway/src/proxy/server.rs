@@ -520,9 +520,12 @@ async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .keep_alive(true)
-        // hyper's own ceiling sits above ours so that our problem+json 431 answers first.
-        .max_headers(limits.max_headers.saturating_mul(2).max(100));
+        .keep_alive(true);
+    // hyper's own ceiling must sit above ours so that our problem+json 431 answers first. Its
+    // default (100) does below 100; a set ceiling costs two header arrays built per request.
+    if limits.max_headers >= HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers + 1);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -565,6 +568,9 @@ async fn serve(
         }
     }
 }
+
+/// hyper's HTTP/1 header-count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 async fn run<I>(
     builder: auto::Builder<TokioExecutor>,

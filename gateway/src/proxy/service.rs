@@ -430,6 +430,8 @@ async fn pipeline(
     };
     let host_value = host.and_then(|h| HeaderValue::from_str(&h).ok());
     headers::strip_hop_by_hop(&mut parts.headers);
+    // Forwarding headers, Host, the request id and X-Real-IP: one growth instead of several.
+    parts.headers.reserve(6);
     headers::set_forwarded(
         &mut parts.headers,
         runtime.trusted.contains(conn.peer.ip()),
@@ -497,7 +499,7 @@ async fn pipeline(
             Ok(body) => body,
             Err(problem) => return Err(fail(problem, &mut outcome)),
         },
-        _ => body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        _ => body.boxed(),
     };
 
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -617,10 +619,12 @@ fn request_id(headers: &http::HeaderMap) -> String {
     // Hex by hand: `format!` costs more than the rest of this function (per request).
     let n: u128 = rand::random();
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((n >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    // Hex digits are ASCII: the conversion cannot fail.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 /// HTTP/1.1 `Host`, or the HTTP/2 `:authority`.

@@ -1,12 +1,19 @@
-//! The keep-alive HTTP clients of one upstream: HTTP/1.1 and TLS (ALPN h2, then http/1.1) share
-//! one hyper-util client; `h2c://` endpoints get an HTTP/2-only client (prior knowledge). Both
-//! pool connections per endpoint (hyper-util keys its pool by scheme and authority).
+//! The keep-alive HTTP clients of one upstream: `http://` endpoints get the gateway's own
+//! HTTP/1.1 path (`h1.rs`, one idle list per endpoint); TLS endpoints (ALPN h2, then http/1.1)
+//! share one hyper-util client and `h2c://` endpoints an HTTP/2-only one (prior knowledge), both
+//! pooling connections per endpoint (hyper-util keys its pool by scheme and authority).
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{self, ResponseFuture, connect::HttpConnector},
+    client::legacy::{self, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 use rustls::{
@@ -16,30 +23,97 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 
-use super::config::{UpstreamConfig, UpstreamTls};
-use crate::proxy::Body;
+use super::{
+    config::{UpstreamConfig, UpstreamTls},
+    h1::{H1Body, H1Error, H1Pool},
+};
+use crate::proxy::{Body, BoxError};
 
 /// A client suited to one endpoint's protocol; cloning shares the connection pool.
 #[derive(Clone)]
 pub(super) enum Client {
-    /// `http://` and `https://`.
-    Http(legacy::Client<HttpsConnector<HttpConnector>, Body>),
+    /// `http://`: the gateway's own HTTP/1.1 path, one pool per endpoint.
+    H1(Arc<H1Pool>),
+    /// `https://`.
+    Https(legacy::Client<HttpsConnector<HttpConnector>, Body>),
     /// `h2c://`: HTTP/2 with prior knowledge.
     H2c(legacy::Client<HttpConnector, Body>),
 }
 
-impl Client {
-    pub(super) fn request(&self, req: http::Request<Body>) -> ResponseFuture {
+/// Why a request failed on the client side.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ClientError {
+    #[error(transparent)]
+    H1(#[from] H1Error),
+    #[error(transparent)]
+    Hyper(#[from] legacy::Error),
+}
+
+impl ClientError {
+    /// Establishing the connection failed (TCP connect, its timeout, the TLS handshake): nothing
+    /// reached the endpoint.
+    pub(super) fn is_connect(&self) -> bool {
         match self {
-            Self::Http(client) => client.request(req),
-            Self::H2c(client) => client.request(req),
+            Self::H1(e) => e.is_connect(),
+            Self::Hyper(e) => e.is_connect(),
         }
     }
 }
 
-/// The clients of one upstream, built once and shared by its endpoints.
+impl Client {
+    pub(super) async fn request(
+        &self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<UpstreamBody>, ClientError> {
+        let response = match self {
+            Self::H1(pool) => return Ok(pool.send(req).await?.map(UpstreamBody::H1)),
+            Self::Https(client) => client.request(req).await?,
+            Self::H2c(client) => client.request(req).await?,
+        };
+        Ok(response.map(UpstreamBody::Hyper))
+    }
+}
+
+/// An upstream response body, from whichever client fetched it.
+pub enum UpstreamBody {
+    H1(H1Body),
+    Hyper(Incoming),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H1(body) => Pin::new(body).poll_frame(cx),
+            Self::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(body) => body.is_end_stream(),
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::H1(body) => body.size_hint(),
+            Self::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The hyper-util clients of one upstream, built once and shared by its TLS and h2c endpoints.
 pub(super) struct Clients {
-    pub(super) http: Client,
+    pub(super) https: Client,
     pub(super) h2c: Client,
 }
 
@@ -87,7 +161,7 @@ impl Clients {
         };
         let http = builder.build(https.enable_all_versions().wrap_connector(tcp));
         Ok(Self {
-            http: Client::Http(http),
+            https: Client::Https(http),
             h2c: Client::H2c(h2c),
         })
     }

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod endpoint;
 mod error;
+mod h1;
 mod health;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -20,14 +21,14 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, uri::PathAndQuery};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::{task::AbortHandle, time::Instant};
 
-pub use self::client::NoVerification;
+pub use self::client::{NoVerification, UpstreamBody};
 use self::{
     breaker::{Breaker, millis},
     budget::RetryBudget,
-    client::Clients,
+    client::{Client, Clients},
     config::EndpointAddr,
     endpoint::{Balancer, Endpoint},
 };
@@ -173,12 +174,20 @@ impl Upstream {
             .map(|(label, addr)| {
                 let client = if addr.h2c {
                     clients.h2c.clone()
+                } else if addr.scheme == http::uri::Scheme::HTTPS {
+                    clients.https.clone()
                 } else {
-                    clients.http.clone()
+                    Client::H1(Arc::new(h1::H1Pool::new(
+                        &addr.authority,
+                        config.connect_timeout,
+                        config.idle_pool_timeout,
+                        config.max_idle_per_endpoint,
+                    )?))
                 };
-                Arc::new(Endpoint::new(label, addr, client))
+                Ok(Arc::new(Endpoint::new(label, addr, client)))
             })
-            .collect();
+            .collect::<Result<_, String>>()
+            .map_err(|e| UpstreamError::config(name, e))?;
         Ok(Self {
             name: Arc::from(name),
             endpoints,
@@ -225,7 +234,7 @@ impl Upstream {
     /// (`size_hint().exact() == Some(0)`), only after a connect failure, a timeout or a
     /// 502/503/504, at most `retries.attempts` times, on another endpoint when there is one,
     /// within the retry budget, and not while the breaker is open or half-open.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
         let now = self.now_ms();
         let Some(mut permit) = self.breaker.admit(now) else {
             return Err(self.error(UpstreamErrorKind::CircuitOpen, None, None));
@@ -311,13 +320,13 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let _in_flight = endpoint.start();
         match tokio::time::timeout(self.response_timeout, endpoint.client.request(req)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
-                // hyper-util marks connector failures (TCP connect, its timeout, TLS handshake)
-                // as connect errors; anything later happened on an established connection.
+                // Connector failures (TCP connect, its timeout, TLS handshake) are connect errors;
+                // anything later happened on an established connection.
                 let kind = if e.is_connect() {
                     UpstreamErrorKind::ConnectFailed
                 } else {
@@ -372,7 +381,7 @@ impl Upstream {
     }
 }
 
-fn judge(result: &Result<Response<Incoming>, UpstreamError>) -> Verdict {
+fn judge(result: &Result<Response<UpstreamBody>, UpstreamError>) -> Verdict {
     match result {
         Ok(response) => {
             let status = response.status().as_u16();

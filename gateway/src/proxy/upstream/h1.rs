@@ -1,0 +1,811 @@
+//! Plain HTTP/1.1 to `http://` endpoints, driven by the request's own task.
+//!
+//! Hand-written rather than hyper-util's pooled client for these endpoints: that client runs
+//! every upstream connection as a task of its own and hands each request, response and body
+//! chunk across channels between the tasks, with a pool keyed by a hashed scheme and authority.
+//! Measured under `cargo xtask bench l7` (perf, one worker), its pool and connection machinery
+//! were ~43 % of the gateway's user-space CPU per proxied request. Here a request takes a
+//! connection from its endpoint's idle list, writes its head (and body) itself, parses the
+//! response head with httparse, and hands the connection to the response body, which reads the
+//! framed body (length, chunked or to close) and puts the connection back when the body ends.
+//! TLS and h2c endpoints stay on hyper-util (see `client.rs`).
+//!
+//! Stale keep-alive connections (closed by the upstream while idle): an idempotent request whose
+//! reused connection fails before any response byte is sent again once on a new connection;
+//! a request that must not be repeated (non-idempotent method, or a body streamed from the
+//! client) first checks that the idle connection is still open (one non-blocking read).
+
+use std::{
+    io,
+    mem::MaybeUninit,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
+    uri::Authority,
+};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    time::Instant,
+};
+
+use crate::proxy::{Body, BoxError};
+
+/// Largest response head accepted (status line and headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line or trailer section accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Read-buffer growth step.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One endpoint's idle keep-alive connections and how to open new ones.
+pub(super) struct H1Pool {
+    /// `host:port` as connected to (port 80 added when the endpoint names none).
+    connect_to: String,
+    /// Sent as `Host` when the request carries none.
+    authority: HeaderValue,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    /// Most recently used last: reusing the warmest connection first lets the others age out.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed (empty whenever the connection is idle).
+    buf: BytesMut,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum H1Error {
+    #[error("connecting to {to}: {source}")]
+    Connect { to: String, source: io::Error },
+    #[error("connecting to {0}: timed out")]
+    ConnectTimeout(String),
+    /// The connection failed or closed before any byte of a response arrived.
+    #[error("upstream closed the connection before responding{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NoResponse(Option<io::Error>),
+    #[error("upstream connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed upstream response: {0}")]
+    Malformed(&'static str),
+    /// The client's body failed while it was streamed upstream (too large, stalled, cut off).
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
+}
+
+impl H1Error {
+    /// A failure to establish the connection (as opposed to one on an established connection).
+    pub(super) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::ConnectTimeout(_))
+    }
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Response only: everything until the upstream closes.
+    ToClose,
+}
+
+/// The request body as the exchange sends it.
+enum Payload {
+    /// Nothing, or all of it at hand: can be sent again on another connection.
+    Whole(Bytes),
+    /// Still arriving from the client: sent once, as it comes.
+    Stream { first: Option<Bytes>, body: Body },
+}
+
+impl H1Pool {
+    pub(super) fn new(
+        authority: &Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, String> {
+        let connect_to = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.as_str()),
+        };
+        let authority = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| format!("`{authority}` is not a valid Host header value"))?;
+        Ok(Self {
+            connect_to,
+            authority,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `req` and returns the response once its head has arrived; the body streams from
+    /// the connection and returns it to the pool when it ends.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<H1Body>, H1Error> {
+        let (parts, mut body) = req.into_parts();
+        let head_request = parts.method == Method::HEAD;
+        let replayable = is_idempotent(&parts.method);
+
+        // The whole body when it is already here (a buffered body, or one small frame); else it
+        // streams, chunked unless its length is known.
+        let exact = body.size_hint().exact();
+        let (framing, payload) = if exact == Some(0) && body.is_end_stream() {
+            (Framing::Empty, Payload::Whole(Bytes::new()))
+        } else {
+            let first =
+                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            match first {
+                Poll::Ready(None) => (Framing::Empty, Payload::Whole(Bytes::new())),
+                Poll::Ready(Some(Err(e))) => return Err(H1Error::RequestBody(e)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = frame.into_data().unwrap_or_default();
+                    let len = data.len() as u64;
+                    if body.is_end_stream() && exact.is_none_or(|n| n == len) {
+                        let framing = if len == 0 {
+                            Framing::Empty
+                        } else {
+                            Framing::Length(len)
+                        };
+                        (framing, Payload::Whole(data))
+                    } else {
+                        let framing = exact.map_or(Framing::Chunked, Framing::Length);
+                        (
+                            framing,
+                            Payload::Stream {
+                                first: Some(data),
+                                body,
+                            },
+                        )
+                    }
+                }
+                Poll::Pending => {
+                    let framing = exact.map_or(Framing::Chunked, Framing::Length);
+                    (framing, Payload::Stream { first: None, body })
+                }
+            }
+        };
+        let head = encode_head(&parts, framing, &self.authority);
+
+        let (conn, response, sent_whole) = match payload {
+            Payload::Whole(data) => {
+                let mut fresh = false;
+                loop {
+                    let (mut conn, reused) = self.conn(fresh, replayable).await?;
+                    let exchange = async {
+                        let mut out = Buf::chain(head.as_slice(), data.as_ref());
+                        conn.io
+                            .write_all_buf(&mut out)
+                            .await
+                            .map_err(|e| H1Error::NoResponse(Some(e)))?;
+                        read_head(&mut conn.io, &mut conn.buf).await
+                    };
+                    match exchange.await {
+                        Ok(response) => break (conn, response, true),
+                        // A keep-alive connection the upstream had closed while idle: once more
+                        // on a new one, for requests that may be repeated (the others checked
+                        // the idle connection first).
+                        Err(H1Error::NoResponse(_)) if reused && replayable && !fresh => {
+                            fresh = true;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Payload::Stream { first, body } => {
+                // Checked idle connection: a streamed body cannot be sent twice.
+                let (mut conn, _) = self.conn(false, false).await?;
+                let (response, complete) =
+                    exchange_streamed(&mut conn, &head, framing, first, body).await?;
+                (conn, response, complete)
+            }
+        };
+
+        let ResponseHead {
+            status,
+            version,
+            mut headers,
+            keep_alive,
+        } = response;
+        let framing = response_framing(head_request, status, &mut headers)?;
+        let reusable = keep_alive && sent_whole && framing != Framing::ToClose;
+        let mut resp = Response::new(H1Body {
+            conn: Some(conn),
+            state: State::from(framing),
+            pool: reusable.then(|| Arc::clone(self)),
+        });
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        // A body with nothing left to read frees its connection now.
+        resp.body_mut().finish_if_done();
+        Ok(resp)
+    }
+
+    /// An idle connection (unless `fresh`) or a new one, and whether it was idle. `unchecked`:
+    /// the caller sends again on failure, so an idle connection need not be probed first.
+    async fn conn(&self, fresh: bool, unchecked: bool) -> Result<(Conn, bool), H1Error> {
+        if !fresh {
+            while let Some(conn) = self.checkout() {
+                if unchecked || conn.is_open() {
+                    return Ok((conn, true));
+                }
+            }
+        }
+        let io =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.connect_to))
+                .await
+            {
+                Ok(Ok(io)) => io,
+                Ok(Err(source)) => {
+                    return Err(H1Error::Connect {
+                        to: self.connect_to.clone(),
+                        source,
+                    });
+                }
+                Err(_) => return Err(H1Error::ConnectTimeout(self.connect_to.clone())),
+            };
+        // Requests are small and latency matters more than packet count.
+        let _ = io.set_nodelay(true);
+        Ok((
+            Conn {
+                io,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+            },
+            false,
+        ))
+    }
+
+    /// The most recently idled connection not past the idle timeout (older ones are closed).
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Conn {
+    /// Whether an idle connection is still usable: nothing to read (EOF or stray bytes mean no).
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Writes the head and a body that is still arriving while watching for the response: an
+/// upstream may answer (413, 401, ...) before the body is through. Returns the response head
+/// and whether the whole body was sent (else the connection cannot be reused).
+async fn exchange_streamed(
+    conn: &mut Conn,
+    head: &[u8],
+    framing: Framing,
+    first: Option<Bytes>,
+    mut body: Body,
+) -> Result<(ResponseHead, bool), H1Error> {
+    let (mut rd, mut wr) = conn.io.split();
+    let buf = &mut conn.buf;
+    let send = async {
+        wr.write_all(head).await?;
+        let mut sent = 0u64;
+        let mut next = first;
+        loop {
+            let data = match next.take() {
+                Some(data) => data,
+                None => match body.frame().await {
+                    None => break,
+                    Some(Err(e)) => return Err(H1Error::RequestBody(e)),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue, // trailers are not forwarded
+                    },
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if framing == Framing::Chunked {
+                let size = format!("{:x}\r\n", data.len());
+                let mut out = Buf::chain(size.as_bytes(), data.as_ref()).chain(&b"\r\n"[..]);
+                wr.write_all_buf(&mut out).await?;
+            } else {
+                wr.write_all(&data).await?;
+            }
+        }
+        match framing {
+            Framing::Chunked => wr.write_all(b"0\r\n\r\n").await?,
+            Framing::Length(n) if n != sent => {
+                return Err(H1Error::RequestBody(
+                    "request body shorter or longer than its Content-Length".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    tokio::pin!(send);
+    let mut sent: Option<Result<(), H1Error>> = None;
+    let response = loop {
+        tokio::select! {
+            biased;
+            r = &mut send, if sent.is_none() => {
+                if let Err(H1Error::RequestBody(e)) = r {
+                    return Err(H1Error::RequestBody(e));
+                }
+                // A write error still leaves the upstream's answer to read (a 413 sent before
+                // it closed, say).
+                sent = Some(r);
+            }
+            r = read_head(&mut rd, buf) => break r,
+        }
+    };
+    match (response, sent) {
+        (Ok(response), sent) => Ok((response, matches!(sent, Some(Ok(()))))),
+        (Err(_), Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// RFC 9110 9.2.2: methods a client may repeat.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Request line and headers; framing headers are ours (the client's were for its own hop).
+fn encode_head(parts: &http::request::Parts, framing: Framing, authority: &HeaderValue) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let size: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(size + target.len() + 64);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A method that defines a body says explicitly that it has none.
+        Framing::Empty | Framing::ToClose => {
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+struct ResponseHead {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    /// What the upstream said about reusing the connection.
+    keep_alive: bool,
+}
+
+/// Reads and parses a response head, skipping interim (1xx) responses.
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> Result<ResponseHead, H1Error> {
+    let mut received = !buf.is_empty();
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf)? {
+                Some(head) if head.status.is_informational() => continue,
+                Some(head) => return Ok(head),
+                None if buf.len() >= MAX_HEAD_BYTES => {
+                    return Err(H1Error::Malformed("response head too large"));
+                }
+                None => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match io.read_buf(buf).await {
+            Ok(0) if !received => return Err(H1Error::NoResponse(None)),
+            Ok(0) => return Err(H1Error::Malformed("response head cut off")),
+            Ok(_) => received = true,
+            Err(e) if !received => return Err(H1Error::NoResponse(Some(e))),
+            Err(e) => return Err(H1Error::Io(e)),
+        }
+    }
+}
+
+/// One response head from the front of `buf` (consumed), or `None` while it is incomplete.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
+    // Uninitialised slots: zeroing 128 of them per response cost more than parsing.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    );
+    let len = match parse {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Malformed("too many response headers"));
+        }
+        Err(_) => return Err(H1Error::Malformed("invalid response head")),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Malformed("invalid status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The gateway never asks for an upgrade (it strips `Upgrade`).
+        return Err(H1Error::Malformed("unrequested protocol switch"));
+    }
+    let http10 = parsed.version == Some(0);
+    // Offsets first: the header slices borrow `buf`, which is split below.
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let start = h.value.as_ptr() as usize - base;
+        spans.push((
+            HeaderName::from_bytes(h.name.as_bytes()),
+            start,
+            start + h.value.len(),
+        ));
+    }
+    let head = buf.split_to(len).freeze();
+    // Room for what the gateway adds (request id, security headers) without regrowing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+    let mut close = http10;
+    for (name, start, end) in spans {
+        let name = name.map_err(|_| H1Error::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| H1Error::Malformed("invalid header value"))?;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version: if http10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        },
+        headers,
+        keep_alive: !close,
+    }))
+}
+
+/// RFC 9112 6.3: how the response body is delimited.
+fn response_framing(
+    head_request: bool,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<Framing, H1Error> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked_last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        // Transfer-Encoding overrides Content-Length, which must not reach the client.
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::ToClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(H1Error::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::ToClose,
+    })
+}
+
+/// Where a response body is in its framing.
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    /// In a chunk's data: bytes left, then its CRLF.
+    ChunkData(u64),
+    ChunkDataEnd,
+    ChunkSize,
+    Trailers(usize),
+    ToClose,
+    Done,
+}
+
+impl From<Framing> for State {
+    fn from(f: Framing) -> Self {
+        match f {
+            Framing::Empty => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::ChunkSize,
+            Framing::ToClose => Self::ToClose,
+        }
+    }
+}
+
+/// A response body read straight from the upstream connection, which goes back to its pool once
+/// the body has been read to its end (and is closed if the body is dropped before).
+pub struct H1Body {
+    conn: Option<Conn>,
+    state: State,
+    /// Where the connection goes afterwards; `None` when it cannot be reused.
+    pool: Option<Arc<H1Pool>>,
+}
+
+impl H1Body {
+    fn finish_if_done(&mut self) {
+        if !matches!(self.state, State::Done) {
+            return;
+        }
+        if let (Some(pool), Some(conn)) = (self.pool.take(), self.conn.take())
+            && conn.buf.is_empty()
+        {
+            pool.put(conn);
+        }
+        self.conn = None;
+    }
+
+    /// Next step of the framing from what is buffered: a data frame, the end, or `None` when
+    /// more bytes are needed.
+    fn step(&mut self) -> Result<Option<Option<Bytes>>, H1Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Some(None));
+        };
+        let buf = &mut conn.buf;
+        loop {
+            match self.state {
+                State::Done => return Ok(Some(None)),
+                State::Length(0) => self.state = State::Done,
+                State::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (buf.len() as u64).min(left);
+                    self.state = if n == left {
+                        State::Done
+                    } else {
+                        State::Length(left - n)
+                    };
+                    return Ok(Some(Some(buf.split_to(n as usize).freeze())));
+                }
+                State::ToClose => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Some(buf.split().freeze())));
+                }
+                State::ChunkSize => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(None);
+                    };
+                    let digits = line
+                        .split(|b| *b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.len() <= 16)
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        .ok_or(H1Error::Malformed("invalid chunk size"))?;
+                    self.state = if size == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (buf.len() as u64).min(left);
+                    self.state = if n == left {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(left - n)
+                    };
+                    return Ok(Some(Some(buf.split_to(n as usize).freeze())));
+                }
+                State::ChunkDataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(H1Error::Malformed("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => {
+                    // Trailer fields are read past, not forwarded.
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(None);
+                    };
+                    let seen = seen + line.len() + 2;
+                    if seen > MAX_TRAILER_BYTES {
+                        return Err(H1Error::Malformed("trailer section too large"));
+                    }
+                    self.state = if line.is_empty() {
+                        State::Done
+                    } else {
+                        State::Trailers(seen)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// One CRLF-terminated line from the front of `buf` (consumed, without its CRLF).
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, H1Error> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = buf.split_to(end).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > max => Err(H1Error::Malformed("chunked framing line too long")),
+        None => Ok(None),
+    }
+}
+
+impl hyper::body::Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.step() {
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Ok(Some(data)) => {
+                    this.finish_if_done();
+                    return Poll::Ready(data.map(|d| Ok(Frame::data(d))));
+                }
+                Ok(None) => {}
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if conn.buf.capacity() - conn.buf.len() < 1024 {
+                conn.buf.reserve(READ_CHUNK);
+            }
+            let read = loop {
+                if let Err(e) = ready!(conn.io.poll_read_ready(cx)) {
+                    break Err(e);
+                }
+                match conn.io.try_read_buf(&mut conn.buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => break other,
+                }
+            };
+            match read {
+                Ok(0) if matches!(this.state, State::ToClose) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(H1Error::Malformed(
+                        "response body cut off",
+                    )))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(H1Error::Io(e)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
