@@ -192,24 +192,21 @@ pub async fn handle(
     }
 
     if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
-        shared.access_log.log(serde_json::json!({
-            "@timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "event": { "duration": started.elapsed().as_nanos() as u64, "dataset": "gateway.access" },
-            "http": {
-                "request": { "id": request_id, "method": method.as_str() },
-                "response": { "status_code": resp.status().as_u16() },
-            },
-            "url": { "path": path_for_log, "query": query_for_log },
-            "source": { "ip": client_ip.to_string() },
-            "client": { "address": conn.peer.to_string() },
-            "user_agent": { "original": user_agent },
-            "gateway": {
-                "listener": &*conn.listener,
-                "route": outcome.route,
-                "upstream": outcome.upstream,
-                "reason": outcome.code,
-            },
-        }));
+        shared.access_log.log(&super::access_log::Entry {
+            request_id: &request_id,
+            method: method.as_str(),
+            status: resp.status().as_u16(),
+            duration: started.elapsed(),
+            path: &path_for_log,
+            query: query_for_log.as_deref(),
+            source_ip: client_ip,
+            client: conn.peer,
+            user_agent: user_agent.as_deref(),
+            listener: &conn.listener,
+            route: outcome.route.as_deref(),
+            upstream: outcome.upstream.as_deref(),
+            reason: outcome.code,
+        });
     }
     if let (Some(m), Some(method)) = (&shared.metrics, &metrics_method) {
         record_metrics(m, method, &resp, outcome, started);
