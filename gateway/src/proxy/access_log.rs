@@ -2,10 +2,7 @@
 //! slow stdout never stalls a request. Query values under sensitive keys are redacted; headers
 //! (credentials, cookies) are never logged.
 
-use std::{
-    io::Write as _,
-    net::{IpAddr, SocketAddr},
-};
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -107,10 +104,14 @@ impl AccessLog {
                 query: entry.query,
             },
             source: Source {
-                ip: format_into(&mut source, entry.source_ip, None),
+                ip: super::headers::format_addr(&mut source, entry.source_ip, None),
             },
             client: Client {
-                address: format_into(&mut client, entry.client.ip(), Some(entry.client.port())),
+                address: super::headers::format_addr(
+                    &mut client,
+                    entry.client.ip(),
+                    Some(entry.client.port()),
+                ),
             },
             user_agent: UserAgent {
                 original: entry.user_agent,
@@ -132,56 +133,6 @@ impl AccessLog {
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
-}
-
-/// An address (with the port when there is one) formatted on the stack: `Display` for IPv4
-/// goes through the formatting machinery per octet and cost more than the rest of the line.
-fn format_into(buf: &mut [u8; 64], ip: IpAddr, port: Option<u16>) -> &str {
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                len += write_decimal(&mut buf[len..], u32::from(octet));
-            }
-            if let Some(port) = port {
-                buf[len] = b':';
-                len += 1;
-                len += write_decimal(&mut buf[len..], u32::from(port));
-            }
-            len
-        }
-        IpAddr::V6(v6) => {
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = match port {
-                Some(port) => write!(cursor, "[{v6}]:{port}"),
-                None => write!(cursor, "{v6}"),
-            };
-            usize::try_from(cursor.position()).unwrap_or(0)
-        }
-    };
-    std::str::from_utf8(&buf[..len]).unwrap_or_default()
-}
-
-/// `n` in decimal at the start of `out`; how many bytes that took (at most 10).
-fn write_decimal(out: &mut [u8], n: u32) -> usize {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
 }
 
 /// The line's shape: ECS field names.
@@ -278,12 +229,12 @@ pub fn redact_query(query: &str) -> String {
 mod tests {
     use std::{
         io::Write,
-        net::{IpAddr, SocketAddr},
+        net::IpAddr,
         sync::{Arc, Mutex},
         time::Duration,
     };
 
-    use super::{AccessLog, Entry, format_into};
+    use super::{AccessLog, Entry};
 
     #[test]
     fn secrets_in_queries_are_redacted() {
@@ -291,25 +242,6 @@ mod tests {
             super::redact_query("a=1&access_token=xyz&API_KEY=k&b"),
             "a=1&access_token=REDACTED&API_KEY=REDACTED&b"
         );
-    }
-
-    #[test]
-    fn addresses_are_formatted_as_display_does() {
-        let mut buf = [0u8; 64];
-        for text in [
-            "0.0.0.0:0",
-            "255.255.255.255:65535",
-            "10.20.3.4:8080",
-            "[2001:db8::1]:443",
-            "[::ffff:192.0.2.1]:1",
-        ] {
-            let addr: SocketAddr = text.parse().expect("address");
-            assert_eq!(format_into(&mut buf, addr.ip(), Some(addr.port())), text);
-            assert_eq!(
-                format_into(&mut buf, addr.ip(), None),
-                addr.ip().to_string()
-            );
-        }
     }
 
     /// A writer the test can read back.

@@ -2,6 +2,8 @@
 //! those named in `Connection`) never cross, forwarding headers are set by us, security headers
 //! are added, upstream identity is hidden.
 
+use std::{io::Write as _, net::IpAddr};
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::config::SecurityHeaders;
@@ -98,14 +100,60 @@ pub fn set_forwarded(
 
 /// An address as a header value, formatted on the stack (per request: no `String` in between).
 pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    use std::io::Write as _;
-    // The longest textual IPv6 address (with an embedded IPv4 tail) is 45 bytes.
-    let mut buf = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let mut buf = [0u8; 64];
     // Digits, dots, colons and hex letters: always a valid header value.
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(format_addr(&mut buf, ip, None))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// An address (with the port when there is one) formatted on the stack: `Display` for IPv4
+/// goes through the formatting machinery per octet and cost more than the rest of the line.
+pub fn format_addr(buf: &mut [u8; 64], ip: IpAddr, port: Option<u16>) -> &str {
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                len += write_decimal(&mut buf[len..], u32::from(octet));
+            }
+            if let Some(port) = port {
+                buf[len] = b':';
+                len += 1;
+                len += write_decimal(&mut buf[len..], u32::from(port));
+            }
+            len
+        }
+        IpAddr::V6(v6) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = match port {
+                Some(port) => write!(cursor, "[{v6}]:{port}"),
+                None => write!(cursor, "{v6}"),
+            };
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
+    };
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
+/// `n` in decimal at the start of `out`; how many bytes that took (at most 10).
+fn write_decimal(out: &mut [u8], n: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
 }
 
 /// A route's response header policy, turned into header names and values once when the
@@ -171,6 +219,25 @@ impl ResponsePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_formatted_as_display_does() {
+        let mut buf = [0u8; 64];
+        for text in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.4:8080",
+            "[2001:db8::1]:443",
+            "[::ffff:192.0.2.1]:1",
+        ] {
+            let addr: std::net::SocketAddr = text.parse().expect("address");
+            assert_eq!(format_addr(&mut buf, addr.ip(), Some(addr.port())), text);
+            assert_eq!(
+                format_addr(&mut buf, addr.ip(), None),
+                addr.ip().to_string()
+            );
+        }
+    }
 
     #[test]
     fn addresses_become_header_values() {

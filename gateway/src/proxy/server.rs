@@ -522,7 +522,8 @@ async fn serve(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     // hyper's own ceiling must sit above ours so that our problem+json 431 answers first. Its
-    // default (100) does below 100; a set ceiling costs two header arrays built per request.
+    // default (100) is enough for limits below 100; a ceiling set here makes hyper build two
+    // header arrays of that size per request.
     if limits.max_headers >= HYPER_DEFAULT_MAX_HEADERS {
         builder.http1().max_headers(limits.max_headers + 1);
     }

@@ -148,7 +148,7 @@ impl H1Pool {
     ) -> Result<Response<H1Body>, H1Error> {
         let (parts, mut body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
-        let replayable = is_idempotent(&parts.method);
+        let replayable = super::is_idempotent(&parts.method);
 
         // The whole body when it is already here (a buffered body, or one small frame); else it
         // streams, chunked unless its length is known.
@@ -208,7 +208,7 @@ impl H1Pool {
                         // A keep-alive connection the upstream had closed while idle: once more
                         // on a new one, for requests that may be repeated (the others checked
                         // the idle connection first).
-                        Err(H1Error::NoResponse(_)) if reused && replayable && !fresh => {
+                        Err(H1Error::NoResponse(_)) if reused && replayable => {
                             fresh = true;
                         }
                         Err(e) => return Err(e),
@@ -381,14 +381,6 @@ async fn exchange_streamed(
         (Err(_), Some(Err(e))) => Err(e),
         (Err(e), _) => Err(e),
     }
-}
-
-/// RFC 9110 9.2.2: methods a client may repeat.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// Request line and headers; framing headers are ours (the client's were for its own hop).

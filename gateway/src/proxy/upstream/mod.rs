@@ -3,9 +3,10 @@
 //! traffic; each request gets a response timeout, retries (idempotent, bodiless requests only,
 //! within a budget) and a circuit breaker.
 //!
-//! [`Upstream::send`] is the only per-request entry point. Per request it takes no lock (the
-//! circuit breaker's mutex is only touched while the upstream is failing) and allocates nothing
-//! beyond what hyper needs, except a copy of the headers when the request may be retried.
+//! [`Upstream::send`] is the only per-request entry point. Per request it takes one short lock,
+//! the endpoint's idle-connection list (twice: checkout and return; the circuit breaker's mutex
+//! is only touched while the upstream is failing), and allocates the request head, the response
+//! header map and a copy of the headers when the request may be retried.
 
 mod breaker;
 mod budget;
@@ -400,7 +401,8 @@ fn judge(result: &Result<Response<UpstreamBody>, UpstreamError>) -> Verdict {
     }
 }
 
-/// RFC 9110 9.2.2 idempotent methods (CONNECT and POST/PATCH are not).
+/// RFC 9110 9.2.2 idempotent methods (CONNECT and POST/PATCH are not): what may be retried, and
+/// sent again after a stale keep-alive connection.
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
