@@ -643,13 +643,13 @@ impl H1Body {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let n = (buf.len() as u64).min(left);
-                    self.state = if n == left {
+                    let (data, left) = take_upto(buf, left);
+                    self.state = if left == 0 {
                         State::Done
                     } else {
-                        State::Length(left - n)
+                        State::Length(left)
                     };
-                    return Ok(Some(Some(buf.split_to(n as usize).freeze())));
+                    return Ok(Some(Some(data)));
                 }
                 State::ToClose => {
                     if buf.is_empty() {
@@ -681,13 +681,13 @@ impl H1Body {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let n = (buf.len() as u64).min(left);
-                    self.state = if n == left {
+                    let (data, left) = take_upto(buf, left);
+                    self.state = if left == 0 {
                         State::ChunkDataEnd
                     } else {
-                        State::ChunkData(left - n)
+                        State::ChunkData(left)
                     };
-                    return Ok(Some(Some(buf.split_to(n as usize).freeze())));
+                    return Ok(Some(Some(data)));
                 }
                 State::ChunkDataEnd => {
                     if buf.len() < 2 {
@@ -717,6 +717,13 @@ impl H1Body {
             }
         }
     }
+}
+
+/// Up to `left` buffered bytes of a delimited body (a length or a chunk), and how many of it
+/// remain after them.
+fn take_upto(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let n = (buf.len() as u64).min(left);
+    (buf.split_to(n as usize).freeze(), left - n)
 }
 
 /// One CRLF-terminated line from the front of `buf` (consumed, without its CRLF).
