@@ -16,7 +16,7 @@
 //! client) first checks that the idle connection is still open (one non-blocking read).
 
 use std::{
-    io,
+    io::{self, Write as _},
     mem::MaybeUninit,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
@@ -412,9 +412,9 @@ fn encode_head(parts: &http::request::Parts, framing: Framing, authority: &Heade
     }
     match framing {
         Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Written into the head directly (no `String` per request); writing to a `Vec`
+            // cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         // A method that defines a body says explicitly that it has none.
@@ -620,12 +620,12 @@ impl H1Body {
         if !matches!(self.state, State::Done) {
             return;
         }
+        // Both are taken whatever happens: a connection that cannot go back is closed here.
         if let (Some(pool), Some(conn)) = (self.pool.take(), self.conn.take())
             && conn.buf.is_empty()
         {
             pool.put(conn);
         }
-        self.conn = None;
     }
 
     /// Next step of the framing from what is buffered: a data frame, the end, or `None` when
