@@ -264,6 +264,39 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
     assert_eq!(r.json()["body_len"], 10);
 }
 
+/// The header-count limit is exact at the default (100, hyper's own ceiling too) and above it
+/// (hyper's ceiling raised past ours, so our problem+json 431 answers). The upstream is a closed
+/// port: a request within the limits gets the gateway's 502 (an upstream server has its own
+/// header limit, and the gateway adds forwarding headers).
+#[tokio::test]
+async fn header_count_limit_is_exact_at_the_default_and_above_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let headers = |n: usize| -> String { (0..n).map(|i| format!("X-H{i}: v\r\n")).collect() };
+    for (limits, limit) in [("", 100), ("http: { max_headers: 150 }", 150)] {
+        let proxy = start(&format!(
+            r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+{limits}
+upstreams: {{ b: {{ endpoints: ["http://{closed_addr}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#
+        ))
+        .await;
+        let addr = proxy.addr("main").expect("listener");
+        // `get` sends Host and Connection itself.
+        let r = get(addr, "/", &headers(limit - 2)).await;
+        assert_eq!(r.status, 502, "{limit} headers: {r:?}");
+        let r = get(addr, "/", &headers(limit - 1)).await;
+        assert_eq!(r.status, 431, "{} headers: {r:?}", limit + 1);
+        if limit > 100 {
+            assert_eq!(r.json()["code"], "headers_too_large");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_stalled_body_gets_408_whether_streamed_or_read_whole() {
     let b = Backend::start("b").await;

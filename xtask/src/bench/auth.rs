@@ -15,12 +15,13 @@
 //! CPU 1.
 //!
 //! Load: `bench_load` open loop at `AUTH_BENCH_RATE` req/s (default 2000) with the scheme's
-//! credentials (`--auth`; HMAC requests are signed per request, fresh timestamp and nonce), for
-//! `AUTH_BENCH_SECS` (default 10) per run, `AUTH_BENCH_RUNS` runs (default 3) interleaved across
-//! schemes (the order rotates every run), `AUTH_BENCH_CONNECTIONS` keep-alive connections
-//! (default 32). Reported per scheme: medians of req/s and latency percentiles, and the medians
-//! of the per-run differences to the `none` route of the same run (added p50, added p99). Any
-//! answer other than 200 is an error: shown, and the benchmark fails after writing the report.
+//! credentials (`--auth`; HMAC requests are signed per request, fresh timestamp and nonce),
+//! `AUTH_BENCH_CONNECTIONS` keep-alive connections (default 32), in paired slices of
+//! `AUTH_BENCH_SECS` (default 2): in each of `AUTH_BENCH_RUNS` rounds (default 12) every scheme
+//! is measured right next to a slice of the `none` route (schemes rotate across rounds, the
+//! pair's order alternates). Reported per scheme: medians over its slices of req/s and latency
+//! percentiles, and the median of its pairs' differences (added p50, added p99). Any answer
+//! other than 200 is an error: shown, and the benchmark fails after writing the report.
 //! Also the in-process cost of the authentication stage per scheme (`auth_bench verify-cost`,
 //! `AUTH_BENCH_ITERATIONS` requests per run, default 5000, median of 5 runs), which explains
 //! the rows.
@@ -68,8 +69,8 @@ impl Settings {
     fn from_env() -> anyhow::Result<Self> {
         let s = Self {
             rate: var("AUTH_BENCH_RATE", 2000.0)?,
-            secs: var("AUTH_BENCH_SECS", 10)?,
-            runs: var("AUTH_BENCH_RUNS", 3)?,
+            secs: var("AUTH_BENCH_SECS", 2)?,
+            runs: var("AUTH_BENCH_RUNS", 12)?,
             connections: var("AUTH_BENCH_CONNECTIONS", 32)?,
             iterations: var("AUTH_BENCH_ITERATIONS", 5000)?,
         };
@@ -81,7 +82,7 @@ impl Settings {
             (1..=120).contains(&s.secs),
             "AUTH_BENCH_SECS must be 1..=120"
         );
-        anyhow::ensure!((1..=9).contains(&s.runs), "AUTH_BENCH_RUNS must be 1..=9");
+        anyhow::ensure!((1..=50).contains(&s.runs), "AUTH_BENCH_RUNS must be 1..=50");
         anyhow::ensure!(
             (1..=1000).contains(&s.connections),
             "AUTH_BENCH_CONNECTIONS must be 1..=1000"
@@ -99,8 +100,8 @@ impl Settings {
             "cargo xtask bench auth",
             &[
                 ("AUTH_BENCH_RATE", changed(self.rate, 2000.0)),
-                ("AUTH_BENCH_SECS", changed(self.secs, 10)),
-                ("AUTH_BENCH_RUNS", changed(self.runs, 3)),
+                ("AUTH_BENCH_SECS", changed(self.secs, 2)),
+                ("AUTH_BENCH_RUNS", changed(self.runs, 12)),
                 ("AUTH_BENCH_CONNECTIONS", changed(self.connections, 32)),
                 ("AUTH_BENCH_ITERATIONS", changed(self.iterations, 5000)),
             ],
@@ -394,27 +395,45 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<(Repo
 
     let in_process = in_process(settings, bins)?;
 
+    // Paired slices: every sample of a scheme is taken right next to one of `none`, and the
+    // added latency is the median of those pairs' differences. On this kind of VM the tail moves
+    // with the machine (a kernel thread stalls a CPU for milliseconds every half second; some
+    // stretches of seconds are slow throughout), so a baseline measured minutes apart, as
+    // whole 10 s runs per scheme were, put that noise into the difference.
     let n = fleet.schemes.len();
     let mut runs: Vec<Vec<Sample>> = vec![Vec::new(); n];
+    let mut paired: Vec<Vec<Sample>> = vec![Vec::new(); n];
     for run in 0..settings.runs {
         eprintln!(
-            "{TAG}: {} req/s, run {}/{}",
+            "{TAG}: {} req/s, round {}/{} ({} s slices, each scheme next to `none`)",
             settings.rate,
             run + 1,
-            settings.runs
+            settings.runs,
+            settings.secs
         );
-        // Rotated, so that no scheme always runs right after another.
-        for k in 0..n {
-            let i = (k + run) % n;
-            runs[i].push(m.once(&fleet.schemes[i], settings.secs, "measure")?);
+        // Rotated, so that no scheme always runs right after another; the pair's order
+        // alternates, so that neither side always comes first.
+        for k in 0..n - 1 {
+            let i = 1 + (k + run) % (n - 1);
+            let (scheme, base) = (&fleet.schemes[i], &fleet.schemes[0]);
+            let (s, b) = if run % 2 == 0 {
+                let b = m.once(base, settings.secs, "measure")?;
+                (m.once(scheme, settings.secs, "measure")?, b)
+            } else {
+                let s = m.once(scheme, settings.secs, "measure")?;
+                (s, m.once(base, settings.secs, "measure")?)
+            };
+            runs[i].push(s);
+            runs[0].push(b.clone());
+            paired[i].push(b);
         }
     }
-    let base = runs[0].clone();
     let summaries: Vec<Summary> = fleet
         .schemes
         .iter()
         .zip(runs)
-        .map(|(scheme, runs)| {
+        .zip(paired)
+        .map(|((scheme, runs), base)| {
             let med = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
             let added = |f: fn(&Sample) -> f64| {
                 median(runs.iter().zip(&base).map(|(s, b)| f(s) - f(b)).collect())
@@ -531,7 +550,9 @@ fn render(
          API key: `X-Api-Key`, SHA-256 hash lookup. HMAC: `GW-HMAC-SHA256` over method, path, host, timestamp, nonce and body digest, \
          signed by the load generator per request (fresh nonce; the gateway's replay cache remembers each). \
          `bench_load` open loop at {:.0} req/s, {} connections, latency from each request's scheduled send time; \
-         medians of {} runs of {} s interleaved across schemes; added = median of the per-run differences to the `none` route.\n",
+         {} rounds of {} s slices; in every round each scheme is measured right next to a slice of the `none` route (order rotated across schemes \
+         and alternated within the pair); a scheme's latencies are medians over its slices, added = median of its pairs' differences \
+         (`none`: medians over all its slices).\n",
         settings.rate, settings.connections, settings.runs, settings.secs
     );
     let _ = writeln!(
