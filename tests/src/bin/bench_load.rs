@@ -19,6 +19,11 @@
 //! (`clients.json` in DIR, written by `auth_bench prepare`) to every request: a bearer token or
 //! an API key as prepared, or an HMAC-SHA256 signature made per request (fresh timestamp and
 //! nonce: the gateway refuses replays), whose cost (a few µs) counts in that request's latency.
+//! `--auth` given several times interleaves the schemes request by request (request i is of
+//! scheme i mod k, each to its own route, on the same connections): every stall of the machine
+//! hits all of them alike, so their latencies can be compared within one run. Each scheme's
+//! numbers are printed too, as `J.key value` lines (J: the position of its `--auth`, from 0;
+//! a scheme may be given twice, to measure how far two identical streams differ).
 //!
 //! `bench_load --jitter-secs S` instead spins on its CPU for S seconds and reports how much time
 //! the thread lost in gaps over 50 µs (preemption, interrupts, a hypervisor): the noise floor of
@@ -58,14 +63,14 @@ struct Args {
     /// `--slow-log PATH --slow-us N`: every request slower than N µs, as `offset_ms latency_us`.
     slow_log: Option<std::path::PathBuf>,
     slow_ns: u64,
-    /// `--auth-dir DIR --auth SCHEME`: credentials added to every request.
-    auth: Option<tests::authbench::Client>,
+    /// `--auth-dir DIR --auth SCHEME...`: the schemes whose credentials requests carry, in turn.
+    auth: Vec<tests::authbench::Client>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let (mut url, mut rate, mut connections, mut duration) = (None, None, 32usize, 10.0f64);
     let (mut slow_log, mut slow_us) = (None, 1000u64);
-    let (mut auth_dir, mut auth_scheme) = (None::<std::path::PathBuf>, None::<String>);
+    let (mut auth_dir, mut auth_schemes) = (None::<std::path::PathBuf>, Vec::<String>::new());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -80,7 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--slow-log" => slow_log = Some(value()?.into()),
             "--slow-us" => slow_us = value()?.parse()?,
             "--auth-dir" => auth_dir = Some(value()?.into()),
-            "--auth" => auth_scheme = Some(value()?),
+            "--auth" => auth_schemes.push(value()?),
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -110,17 +115,25 @@ fn parse_args() -> anyhow::Result<Args> {
         addr.ip().is_loopback(),
         "bench_load only loads loopback addresses"
     );
-    let auth = match (auth_dir, auth_scheme) {
-        (Some(dir), Some(scheme)) => Some(tests::authbench::Client::load(&dir, &scheme)?),
-        (None, None) => None,
+    let auth = match (auth_dir, auth_schemes.is_empty()) {
+        (Some(dir), false) => auth_schemes
+            .iter()
+            .map(|scheme| tests::authbench::Client::load(&dir, scheme))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        (None, true) => Vec::new(),
         _ => anyhow::bail!("--auth-dir and --auth go together"),
     };
-    if let Some(a) = &auth {
+    if let [a] = auth.as_slice() {
         anyhow::ensure!(
             path.split('?').next() == Some(a.path.as_str()),
             "--url path {path} is not the route of scheme {} ({})",
             a.scheme,
             a.path
+        );
+    } else if auth.len() > 1 {
+        anyhow::ensure!(
+            path == "/",
+            "with several --auth schemes each request goes to its scheme's route: give the --url without a path"
         );
     }
     Ok(Args {
@@ -162,7 +175,8 @@ fn main() -> anyhow::Result<()> {
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
 
-/// One measured request: latency from the scheduled time, and from the actual send.
+/// The measured requests of one scheme (or of all, without `--auth`): latency from the
+/// scheduled time, and from the actual send.
 #[derive(Default)]
 struct Samples {
     latency_ns: Vec<u64>,
@@ -171,6 +185,58 @@ struct Samples {
     errors: u64,
     /// Scheduled time and latency of the requests over `--slow-us` (with `--slow-log`).
     slow: Vec<(Instant, u64)>,
+}
+
+impl Samples {
+    fn merge(&mut self, other: Samples) {
+        self.latency_ns.extend(other.latency_ns);
+        self.service_ns.extend(other.service_ns);
+        self.non_2xx += other.non_2xx;
+        self.errors += other.errors;
+        self.slow.extend(other.slow);
+    }
+
+    /// `key value` lines (each key after `prefix`) for `scheduled` requests over `elapsed` s.
+    fn report(&mut self, out: &mut String, prefix: &str, scheduled: usize, elapsed: f64) {
+        self.latency_ns.sort_unstable();
+        self.service_ns.sort_unstable();
+        let completed = self.latency_ns.len() as u64;
+        let timeouts = (scheduled as u64).saturating_sub(completed + self.non_2xx + self.errors);
+        let mut put = |k: &str, v: String| {
+            out.push_str(prefix);
+            out.push_str(k);
+            out.push(' ');
+            out.push_str(&v);
+            out.push('\n');
+        };
+        put("scheduled", scheduled.to_string());
+        put("completed", completed.to_string());
+        put("non_2xx", self.non_2xx.to_string());
+        put("errors", self.errors.to_string());
+        put("timeouts", timeouts.to_string());
+        put("achieved_rps", format!("{:.1}", completed as f64 / elapsed));
+        for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)] {
+            put(
+                &format!("{name}_us"),
+                format!("{:.1}", pct(&self.latency_ns, q)),
+            );
+        }
+        put(
+            "max_us",
+            format!(
+                "{:.1}",
+                self.latency_ns.last().copied().unwrap_or(0) as f64 / 1e3
+            ),
+        );
+        put(
+            "service_p50_us",
+            format!("{:.1}", pct(&self.service_ns, 0.50)),
+        );
+        put(
+            "service_p99_us",
+            format!("{:.1}", pct(&self.service_ns, 0.99)),
+        );
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<String> {
@@ -197,14 +263,17 @@ async fn run(args: Args) -> anyhow::Result<String> {
         senders.push(connect(&args, tls.as_ref()).await?);
     }
 
+    // Request i is of scheme i mod `kinds` (one kind without `--auth`).
+    let kinds = args.auth.len().max(1);
     let expected = (args.rate * args.duration.as_secs_f64()).ceil() as usize;
-    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+    let (tx, rx) = mpsc::unbounded_channel::<(Instant, usize)>();
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::with_capacity(senders.len());
     for sender in senders {
         let (rx, args, tls) = (rx.clone(), args.clone(), tls.clone());
+        let capacity = expected / kinds / 8;
         workers.push(tokio::spawn(async move {
-            worker(sender, rx, args, tls, expected / 8).await
+            worker(sender, rx, args, tls, capacity).await
         }));
     }
 
@@ -226,7 +295,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 tokio::task::yield_now().await;
             }
         }
-        if tx.send(at).is_err() {
+        if tx.send((at, i % kinds)).is_err() {
             break;
         }
     }
@@ -235,24 +304,32 @@ async fn run(args: Args) -> anyhow::Result<String> {
 
     // Bounded: whatever has not answered 5 s after the last send is a timeout.
     let deadline = scheduled_end + Duration::from_secs(5);
-    let mut all = Samples::default();
+    let mut per_kind: Vec<Samples> = (0..kinds).map(|_| Samples::default()).collect();
     for w in workers {
         match tokio::time::timeout_at(deadline.into(), w).await {
-            Ok(Ok(s)) => {
-                all.latency_ns.extend(s.latency_ns);
-                all.service_ns.extend(s.service_ns);
-                all.non_2xx += s.non_2xx;
-                all.errors += s.errors;
-                all.slow.extend(s.slow);
+            Ok(Ok(samples)) => {
+                for (all, s) in per_kind.iter_mut().zip(samples) {
+                    all.merge(s);
+                }
             }
             Ok(Err(e)) => anyhow::bail!("worker panicked: {e}"),
             Err(_) => {}
         }
     }
     let elapsed = scheduled_end.duration_since(start).as_secs_f64();
-    let completed = all.latency_ns.len() as u64;
-    let timeouts = (expected as u64).saturating_sub(completed + all.non_2xx + all.errors);
 
+    let mut out = String::new();
+    if kinds > 1 {
+        for (j, samples) in per_kind.iter_mut().enumerate() {
+            // Requests j, j + k, j + 2k, ... below `expected`.
+            let scheduled = (expected + kinds - 1 - j) / kinds;
+            samples.report(&mut out, &format!("{j}."), scheduled, elapsed);
+        }
+    }
+    let mut all = Samples::default();
+    for s in per_kind {
+        all.merge(s);
+    }
     if let Some(path) = &args.slow_log {
         all.slow.sort_unstable();
         let mut text = String::new();
@@ -265,64 +342,34 @@ async fn run(args: Args) -> anyhow::Result<String> {
         }
         std::fs::write(path, text)?;
     }
-    all.latency_ns.sort_unstable();
-    all.service_ns.sort_unstable();
+    out.push_str(&format!("target_rps {:.1}\n", args.rate));
+    all.report(&mut out, "", expected, elapsed);
     lag_ns.sort_unstable();
-    let mut out = String::new();
-    let mut put = |k: &str, v: String| {
-        out.push_str(k);
-        out.push(' ');
-        out.push_str(&v);
-        out.push('\n');
-    };
-    put("scheduled", expected.to_string());
-    put("completed", completed.to_string());
-    put("non_2xx", all.non_2xx.to_string());
-    put("errors", all.errors.to_string());
-    put("timeouts", timeouts.to_string());
-    put("target_rps", format!("{:.1}", args.rate));
-    put("achieved_rps", format!("{:.1}", completed as f64 / elapsed));
-    for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)] {
-        put(
-            &format!("{name}_us"),
-            format!("{:.1}", pct(&all.latency_ns, q)),
-        );
-    }
-    put(
-        "max_us",
-        format!(
-            "{:.1}",
-            all.latency_ns.last().copied().unwrap_or(0) as f64 / 1e3
-        ),
-    );
-    put(
-        "service_p50_us",
-        format!("{:.1}", pct(&all.service_ns, 0.50)),
-    );
-    put(
-        "service_p99_us",
-        format!("{:.1}", pct(&all.service_ns, 0.99)),
-    );
-    put("send_lag_p99_us", format!("{:.1}", pct(&lag_ns, 0.99)));
+    out.push_str(&format!("send_lag_p99_us {:.1}\n", pct(&lag_ns, 0.99)));
     Ok(out)
 }
 
+/// Sends the requests scheduled on the channel over one connection; returns the samples per
+/// scheme.
 async fn worker(
     mut sender: Sender,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<(Instant, usize)>>>,
     args: Arc<Args>,
     tls: Option<tokio_rustls::TlsConnector>,
     capacity: usize,
-) -> Samples {
-    let mut samples = Samples {
-        latency_ns: Vec::with_capacity(capacity),
-        service_ns: Vec::with_capacity(capacity),
-        ..Samples::default()
-    };
+) -> Vec<Samples> {
+    let mut per_kind: Vec<Samples> = (0..args.auth.len().max(1))
+        .map(|_| Samples {
+            latency_ns: Vec::with_capacity(capacity),
+            service_ns: Vec::with_capacity(capacity),
+            ..Samples::default()
+        })
+        .collect();
     loop {
-        let Some(at) = rx.lock().await.recv().await else {
-            return samples;
+        let Some((at, kind)) = rx.lock().await.recv().await else {
+            return per_kind;
         };
+        let (auth, samples) = (args.auth.get(kind), &mut per_kind[kind]);
         if sender.ready().await.is_err() {
             match connect(&args, tls.as_ref()).await {
                 Ok(s) => sender = s,
@@ -332,15 +379,20 @@ async fn worker(
                 }
             }
         }
-        let request = Request::get(args.path.as_str())
+        // One scheme: the URL's path (its route, perhaps with a query); several: each route.
+        let path = match auth {
+            Some(a) if args.auth.len() > 1 => a.path.as_str(),
+            _ => args.path.as_str(),
+        };
+        let request = Request::get(path)
             .header(hyper::header::HOST, args.authority.as_str())
             .body(Empty::<Bytes>::new());
         let Ok(mut request) = request else {
             samples.errors += 1;
             continue;
         };
-        if let Some(auth) = &args.auth {
-            auth.apply("GET", &args.path, &args.authority, request.headers_mut());
+        if let Some(auth) = auth {
+            auth.apply("GET", path, &args.authority, request.headers_mut());
         }
         let sent = Instant::now();
         let response = match sender.send_request(request).await {

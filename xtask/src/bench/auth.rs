@@ -14,14 +14,16 @@
 //! `bench l7`: gateway, backend and JWKS server pinned to CPU 0, the load generator alone on
 //! CPU 1.
 //!
-//! Load: `bench_load` open loop at `AUTH_BENCH_RATE` req/s (default 2000) with the scheme's
-//! credentials (`--auth`; HMAC requests are signed per request, fresh timestamp and nonce),
-//! `AUTH_BENCH_CONNECTIONS` keep-alive connections (default 32), in paired slices of
-//! `AUTH_BENCH_SECS` (default 2): in each of `AUTH_BENCH_RUNS` rounds (default 12) every scheme
-//! is measured right next to a slice of the `none` route (schemes rotate across rounds, the
-//! pair's order alternates). Reported per scheme: medians over its slices of req/s and latency
-//! percentiles, and the median of its pairs' differences (added p50, added p99). Any answer
-//! other than 200 is an error: shown, and the benchmark fails after writing the report.
+//! Load: `bench_load` open loop at `AUTH_BENCH_RATE` req/s in all (default 2000) with the
+//! schemes' credentials (`--auth`; HMAC requests are signed per request, fresh timestamp and
+//! nonce), `AUTH_BENCH_CONNECTIONS` keep-alive connections (default 32), in slices of
+//! `AUTH_BENCH_SECS` (default 4): in each of `AUTH_BENCH_RUNS` rounds (default 12) every scheme
+//! gets a slice in which its requests alternate with requests to the `none` route (schemes
+//! rotate across rounds, which stream goes first alternates); `none` itself is interleaved with
+//! `none`, the floor of the method. Reported per scheme: medians over its slices of req/s and
+//! latency percentiles, and the median over its slices of its stream's percentile minus the
+//! `none` stream's (added p50, added p99). Any answer other than 200 is an error: shown, and the
+//! benchmark fails after writing the report.
 //! Also the in-process cost of the authentication stage per scheme (`auth_bench verify-cost`,
 //! `AUTH_BENCH_ITERATIONS` requests per run, default 5000, median of 5 runs), which explains
 //! the rows.
@@ -69,7 +71,7 @@ impl Settings {
     fn from_env() -> anyhow::Result<Self> {
         let s = Self {
             rate: var("AUTH_BENCH_RATE", 2000.0)?,
-            secs: var("AUTH_BENCH_SECS", 2)?,
+            secs: var("AUTH_BENCH_SECS", 4)?,
             runs: var("AUTH_BENCH_RUNS", 12)?,
             connections: var("AUTH_BENCH_CONNECTIONS", 32)?,
             iterations: var("AUTH_BENCH_ITERATIONS", 5000)?,
@@ -100,7 +102,7 @@ impl Settings {
             "cargo xtask bench auth",
             &[
                 ("AUTH_BENCH_RATE", changed(self.rate, 2000.0)),
-                ("AUTH_BENCH_SECS", changed(self.secs, 2)),
+                ("AUTH_BENCH_SECS", changed(self.secs, 4)),
                 ("AUTH_BENCH_RUNS", changed(self.runs, 12)),
                 ("AUTH_BENCH_CONNECTIONS", changed(self.connections, 32)),
                 ("AUTH_BENCH_ITERATIONS", changed(self.iterations, 5000)),
@@ -269,8 +271,8 @@ struct Sample {
     p999: f64,
     errors: f64,
     non_2xx: f64,
-    /// Gateway CPU time per request, µs.
-    proxy_cpu_us: f64,
+    /// Gateway CPU time per request of the run's whole mix of schemes, µs.
+    mix_cpu_us: f64,
     server_cpu: f64,
     foreign_cpu: f64,
     busy_machine: bool,
@@ -285,12 +287,20 @@ struct Measure<'a> {
 }
 
 impl Measure<'_> {
-    fn once(&self, scheme: &Scheme, secs: u64, label: &str) -> anyhow::Result<Sample> {
-        let url = format!(
-            "http://127.0.0.1:{}{}",
-            self.fleet.gateway_port, scheme.path
-        );
+    /// One `bench_load` run at the settings' rate, its requests taking turns among `schemes`
+    /// (one sample per scheme, in that order; a scheme may appear twice). The gateway's CPU
+    /// time per request is that of the whole mix.
+    fn run(&self, schemes: &[&Scheme], secs: u64, label: &str) -> anyhow::Result<Vec<Sample>> {
+        let path = match schemes {
+            [one] => one.path.as_str(),
+            _ => "/",
+        };
+        let url = format!("http://127.0.0.1:{}{path}", self.fleet.gateway_port);
         let dir = self.dir.display().to_string();
+        let mut extra = vec!["--auth-dir", dir.as_str()];
+        for scheme in schemes {
+            extra.extend(["--auth", scheme.name.as_str()]);
+        }
         let (out, cpu) = self.meter.run(Some(self.fleet.gateway_pid), || {
             bench_load_command(
                 &self.bins.load,
@@ -298,40 +308,51 @@ impl Measure<'_> {
                 self.settings.rate,
                 self.settings.connections,
                 secs,
-                &["--auth-dir", &dir, "--auth", &scheme.name],
+                &extra,
             )
         })?;
-        let r = parse_bench_load(&out)?;
-        let s = Sample {
-            rps: r.rps,
-            p50: r.p50,
-            p99: r.p99,
-            p999: r.p999,
-            errors: r.errors,
-            non_2xx: r.non_2xx,
-            proxy_cpu_us: if r.rps > 0.0 {
-                cpu.proxy / r.rps * 1e6
-            } else {
-                f64::NAN
-            },
-            server_cpu: cpu.server,
-            foreign_cpu: cpu.foreign,
-            busy_machine: cpu.busy_machine,
+        let total = parse_bench_load(&out, "")?;
+        let mix_cpu_us = if total.rps > 0.0 {
+            cpu.proxy / total.rps * 1e6
+        } else {
+            f64::NAN
         };
-        eprintln!(
-            "{TAG}: {label:<8} {:<15} {:>7.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs  errors {} non-2xx {}  gateway {:.1} µs CPU/req  cpu{SERVER_CPU} {:.0} %  others {:.0} %",
-            scheme.name,
-            s.rps,
-            s.p50,
-            s.p99,
-            s.p999,
-            s.errors,
-            s.non_2xx,
-            s.proxy_cpu_us,
-            s.server_cpu * 100.0,
-            s.foreign_cpu * 100.0
-        );
-        Ok(s)
+        let mut samples = Vec::with_capacity(schemes.len());
+        for (j, scheme) in schemes.iter().enumerate() {
+            let prefix = if schemes.len() == 1 {
+                String::new()
+            } else {
+                format!("{j}.")
+            };
+            let r = parse_bench_load(&out, &prefix)?;
+            let s = Sample {
+                rps: r.rps,
+                p50: r.p50,
+                p99: r.p99,
+                p999: r.p999,
+                errors: r.errors,
+                non_2xx: r.non_2xx,
+                mix_cpu_us,
+                server_cpu: cpu.server,
+                foreign_cpu: cpu.foreign,
+                busy_machine: cpu.busy_machine,
+            };
+            eprintln!(
+                "{TAG}: {label:<8} {:<17} {:>7.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs  errors {} non-2xx {}  gateway {:.1} µs CPU/req (mix)  cpu{SERVER_CPU} {:.0} %  others {:.0} %",
+                scheme.name,
+                s.rps,
+                s.p50,
+                s.p99,
+                s.p999,
+                s.errors,
+                s.non_2xx,
+                s.mix_cpu_us,
+                s.server_cpu * 100.0,
+                s.foreign_cpu * 100.0
+            );
+            samples.push(s);
+        }
+        Ok(samples)
     }
 }
 
@@ -340,6 +361,8 @@ struct Summary {
     scheme: String,
     path: String,
     runs: Vec<Sample>,
+    /// The `none` stream of each of its slices.
+    base: Vec<Sample>,
     rps: f64,
     p50: f64,
     p99: f64,
@@ -378,56 +401,66 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<(Repo
     // Every scheme must answer 200 before anything is measured (and the JWKS gets fetched).
     eprintln!("{TAG}: warm-up, {WARMUP_SECS} s per scheme");
     for scheme in &fleet.schemes {
-        let s = m.once(scheme, WARMUP_SECS, "warm-up")?;
-        if s.rps < 1.0 || s.errors > 0.0 || s.non_2xx > 0.0 {
-            bail!(
-                "{} ({}) does not answer 200 under load: {:.0} req/s, {} errors, {} non-2xx; \
-                 gateway log: {}",
-                scheme.name,
-                scheme.path,
-                s.rps,
-                s.errors,
-                s.non_2xx,
-                dir.join("gateway.log").display()
-            );
+        for s in m.run(&[scheme], WARMUP_SECS, "warm-up")? {
+            if s.rps < 1.0 || s.errors > 0.0 || s.non_2xx > 0.0 {
+                bail!(
+                    "{} ({}) does not answer 200 under load: {:.0} req/s, {} errors, {} non-2xx; \
+                     gateway log: {}",
+                    scheme.name,
+                    scheme.path,
+                    s.rps,
+                    s.errors,
+                    s.non_2xx,
+                    dir.join("gateway.log").display()
+                );
+            }
         }
     }
 
     let in_process = in_process(settings, bins)?;
 
-    // Paired slices: every sample of a scheme is taken right next to one of `none`, and the
-    // added latency is the median of those pairs' differences. On this kind of VM the tail moves
-    // with the machine (a kernel thread stalls a CPU for milliseconds every half second; some
-    // stretches of seconds are slow throughout), so a baseline measured minutes apart, as
-    // whole 10 s runs per scheme were, put that noise into the difference.
+    // Interleaved at the request: in every slice the requests alternate between `none` and one
+    // scheme on the same connections, and the added latency is the median over rounds of the
+    // two streams' difference. On this kind of VM the tail moves with the machine (a kernel
+    // thread stalls a CPU for milliseconds every half second; some stretches of seconds are
+    // slow throughout): slices of each side seconds apart still differed by milliseconds now
+    // and then, while a stall hits both streams of one slice alike. The price: a `none` request
+    // may wait behind a scheme's verification (the added latency undercounts by at most one
+    // verification, the in-process column). `none` against `none` is measured the same way:
+    // the floor of the method.
     let n = fleet.schemes.len();
     let mut runs: Vec<Vec<Sample>> = vec![Vec::new(); n];
     let mut paired: Vec<Vec<Sample>> = vec![Vec::new(); n];
     for run in 0..settings.runs {
         eprintln!(
-            "{TAG}: {} req/s, round {}/{} ({} s slices, each scheme next to `none`)",
+            "{TAG}: {} req/s, round {}/{} ({} s slices, each scheme interleaved with `none`)",
             settings.rate,
             run + 1,
             settings.runs,
             settings.secs
         );
-        // Rotated, so that no scheme always runs right after another; the pair's order
-        // alternates, so that neither side always comes first.
-        for k in 0..n - 1 {
-            let i = 1 + (k + run) % (n - 1);
+        // Rotated, so that no scheme always runs right after another; which stream goes first
+        // alternates.
+        for k in 0..n {
+            let i = (k + run) % n;
             let (scheme, base) = (&fleet.schemes[i], &fleet.schemes[0]);
             let (s, b) = if run % 2 == 0 {
-                let b = m.once(base, settings.secs, "measure")?;
-                (m.once(scheme, settings.secs, "measure")?, b)
+                let mut v = m.run(&[base, scheme], settings.secs, "measure")?;
+                (v.pop(), v.pop())
             } else {
-                let s = m.once(scheme, settings.secs, "measure")?;
-                (s, m.once(base, settings.secs, "measure")?)
+                let mut v = m.run(&[scheme, base], settings.secs, "measure")?;
+                let b = v.pop();
+                (v.pop(), b)
+            };
+            let (Some(s), Some(b)) = (s, b) else {
+                bail!("bench_load reported fewer streams than it was given");
             };
             runs[i].push(s);
-            runs[0].push(b.clone());
             paired[i].push(b);
         }
     }
+    // The gateway's CPU per request of a scheme, from its mixes with `none`: half of each.
+    let none_cpu = median(runs[0].iter().map(|s| s.mix_cpu_us).collect());
     let summaries: Vec<Summary> = fleet
         .schemes
         .iter()
@@ -447,9 +480,10 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<(Repo
                 p999: med(|s| s.p999),
                 added_p50: added(|s| s.p50),
                 added_p99: added(|s| s.p99),
-                proxy_cpu_us: med(|s| s.proxy_cpu_us),
-                errors: runs.iter().map(|s| s.errors + s.non_2xx).sum(),
+                proxy_cpu_us: 2.0 * med(|s| s.mix_cpu_us) - none_cpu,
+                errors: runs.iter().chain(&base).map(|s| s.errors + s.non_2xx).sum(),
                 runs,
+                base,
             }
         })
         .collect();
@@ -549,10 +583,13 @@ fn render(
          static keys are warm by construction, the JWKS key set was fetched during the warm-up (refresh hourly). \
          API key: `X-Api-Key`, SHA-256 hash lookup. HMAC: `GW-HMAC-SHA256` over method, path, host, timestamp, nonce and body digest, \
          signed by the load generator per request (fresh nonce; the gateway's replay cache remembers each). \
-         `bench_load` open loop at {:.0} req/s, {} connections, latency from each request's scheduled send time; \
-         {} rounds of {} s slices; in every round each scheme is measured right next to a slice of the `none` route (order rotated across schemes \
-         and alternated within the pair); a scheme's latencies are medians over its slices, added = median of its pairs' differences \
-         (`none`: medians over all its slices).\n",
+         `bench_load` open loop at {:.0} req/s in all, {} connections, latency from each request's scheduled send time; \
+         {} rounds of {} s slices; in every slice the requests alternate between the `none` route and one scheme on the same connections \
+         (half the rate each; schemes rotated across rounds, which stream goes first alternated), so a stall of the machine hits both alike. \
+         A scheme's latencies are medians over its slices; added = median over its slices of its stream's percentile minus the `none` stream's. \
+         The `none` row is `none` interleaved with itself: its added column is the floor of the method (two identical streams). \
+         A `none` request can wait behind a scheme's verification, so added latency undercounts by at most one verification (the in-process column). \
+         Gateway CPU/req: from the CPU time per request of each mix, twice the mix minus `none`'s. Errors: both streams of the scheme's slices.\n",
         settings.rate, settings.connections, settings.runs, settings.secs
     );
     let _ = writeln!(
@@ -564,7 +601,6 @@ fn render(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for s in rows {
-        let base = s.scheme == "none";
         let _ = writeln!(
             md,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {:.1} µs | {} | {} | {} |",
@@ -573,16 +609,8 @@ fn render(
             us(s.p50),
             us(s.p99),
             us(s.p999),
-            if base {
-                "-".into()
-            } else {
-                signed_us(s.added_p50)
-            },
-            if base {
-                "-".into()
-            } else {
-                signed_us(s.added_p99)
-            },
+            signed_us(s.added_p50),
+            signed_us(s.added_p99),
             s.proxy_cpu_us,
             fine_us(verify(&s.scheme)),
             fine_us(ring(&s.scheme)),
@@ -663,7 +691,7 @@ fn render(
             json_num(s.p999),
             s.errors,
             s.non_2xx,
-            json_num(s.proxy_cpu_us),
+            json_num(s.mix_cpu_us),
             s.server_cpu,
             s.foreign_cpu,
             s.busy_machine
@@ -677,30 +705,22 @@ fn render(
         }
     };
     let row_json = |s: &Summary| {
-        let base = s.scheme == "none";
         format!(
-            "{{\"scheme\":{},\"path\":{},\"rps\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"added_p50_us\":{},\"added_p99_us\":{},\"gateway_cpu_per_req_us\":{},\"in_process_ns\":{},\"ring_signature_ns\":{},\"errors\":{},\"runs\":[{}]}}",
+            "{{\"scheme\":{},\"path\":{},\"rps\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"added_p50_us\":{},\"added_p99_us\":{},\"gateway_cpu_per_req_us\":{},\"in_process_ns\":{},\"ring_signature_ns\":{},\"errors\":{},\"runs\":[{}],\"none_stream_runs\":[{}]}}",
             json_str(&s.scheme),
             json_str(&s.path),
             json_num(s.rps),
             json_num(s.p50),
             json_num(s.p99),
             json_num(s.p999),
-            if base {
-                "null".into()
-            } else {
-                json_num(s.added_p50)
-            },
-            if base {
-                "null".into()
-            } else {
-                json_num(s.added_p99)
-            },
+            json_num(s.added_p50),
+            json_num(s.added_p99),
             json_num(s.proxy_cpu_us),
             ns_json(verify(&s.scheme)),
             ns_json(ring(&s.scheme)),
             s.errors,
-            s.runs.iter().map(sample_json).collect::<Vec<_>>().join(",")
+            s.runs.iter().map(sample_json).collect::<Vec<_>>().join(","),
+            s.base.iter().map(sample_json).collect::<Vec<_>>().join(",")
         )
     };
     let mut json = String::from("{\n");
@@ -757,6 +777,7 @@ mod tests {
             scheme: scheme.into(),
             path: format!("/{scheme}"),
             runs: vec![Sample::default()],
+            base: vec![Sample::default()],
             rps: 2000.0,
             p50: 200.0,
             p99: 300.0 + added_p99,

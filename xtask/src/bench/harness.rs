@@ -680,12 +680,14 @@ pub struct LoadResult {
     pub non_2xx: f64,
 }
 
-pub fn parse_bench_load(out: &str) -> anyhow::Result<LoadResult> {
-    let kv = parse_kv(out, "");
+/// What a `bench_load` run printed; `prefix` picks one stream's lines of an interleaved run
+/// (`"1."`: the second `--auth`), `""` the totals.
+pub fn parse_bench_load(out: &str, prefix: &str) -> anyhow::Result<LoadResult> {
+    let kv = parse_kv(out, prefix);
     let get = |k: &str| {
         kv.get(k)
             .copied()
-            .with_context(|| format!("bench_load printed no {k}:\n{out}"))
+            .with_context(|| format!("bench_load printed no {prefix}{k}:\n{out}"))
     };
     Ok(LoadResult {
         rps: get("achieved_rps")?,

@@ -474,7 +474,7 @@ impl Measure<'_> {
                 s.non_2xx = w.non_2xx;
             }
             Load::Rate(_) => {
-                let r = parse_bench_load(&out)?;
+                let r = parse_bench_load(&out, "")?;
                 s.rps = r.rps;
                 s.p50 = r.p50;
                 s.p99 = r.p99;
