@@ -604,7 +604,11 @@ fn render(
         let _ = writeln!(
             md,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {:.1} µs | {} | {} | {} |",
-            s.scheme,
+            if s.scheme == "none" {
+                "none (vs none)"
+            } else {
+                &s.scheme
+            },
             s.rps,
             us(s.p50),
             us(s.p99),
