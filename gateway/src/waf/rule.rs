@@ -38,12 +38,25 @@ pub struct Link {
     pub chain_triggers: Option<ByteSet>,
     pub capture: bool,
     pub multi_match: bool,
+    /// With `multi_match`: one step per transformation, each naming the interned chain of the
+    /// transformations up to it, so every intermediate value is cached per request like any
+    /// chain's result (and shared with links whose chain is that prefix).
+    pub multi_steps: Vec<MultiStep>,
     /// Per target, an id interned from the target and the exclusions that can apply to it,
     /// when every target reads request data that stays the same for a phase: links reading the
     /// same target share the values collected (and transformed) once per phase.
     pub target_ids: Option<Vec<u32>>,
     /// Non-disruptive actions, run when the whole chain matched.
     pub actions: Vec<Action>,
+}
+
+/// One transformation of a `multiMatch` link.
+pub struct MultiStep {
+    /// The interned chain of this transformation and those before it.
+    pub chain_id: u32,
+    pub transform: Transform,
+    /// [`Transform::triggers`]: a value holding none of them passes unchanged.
+    pub triggers: Option<ByteSet>,
 }
 
 /// A rule with everything its head declared.
@@ -534,6 +547,17 @@ impl Builder {
             Some(list) => defaults.transforms.iter().copied().chain(list).collect(),
             None => defaults.transforms.clone(),
         };
+        let multi_steps = if multi_match {
+            (1..=chain_list.len())
+                .map(|k| MultiStep {
+                    chain_id: self.intern(chain_list[..k].to_vec()).0,
+                    transform: chain_list[k - 1],
+                    triggers: chain_list[k - 1].triggers(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (chain_id, transforms) = self.intern(chain_list);
         head.links.push(Link {
             targets,
@@ -544,6 +568,7 @@ impl Builder {
             transforms,
             capture,
             multi_match,
+            multi_steps,
             target_ids: None,
             actions: link_actions,
         });

@@ -134,7 +134,7 @@ impl Transform {
     /// The bytes without which this leaves a value unchanged (`None`: it may change any
     /// value, as `t:length` does). What each function's own early return tests, widened where
     /// that depends on neighbours (`cmdLine` on a space before `/`).
-    fn triggers(self) -> Option<ByteSet> {
+    pub fn triggers(self) -> Option<ByteSet> {
         let set = |bytes: &[u8]| ByteSet::where_(|b| bytes.contains(&b));
         Some(match self {
             Self::None => ByteSet::default(),

@@ -913,11 +913,12 @@ impl<'a> SqliTokenizer<'a> {
         let pos = self.pos;
         let slen = self.input.len();
         
-        // Find word boundary - matches C version's strlencspn character set
-        let word_chars = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+        // Find word boundary - matches C version's strlencspn character set. A table instead
+        // of `contains` on the set per byte: that memchr call per byte was ~5 % of the WAF's
+        // time on JSON bodies (gateway change to the vendored crate).
         let mut end_pos = pos;
         
-        while end_pos < slen && !word_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !WORD_DELIMITERS[usize::from(self.input[end_pos])] {
             end_pos += 1;
         }
         
@@ -1322,3 +1323,14 @@ impl<'a> SqliTokenizer<'a> {
         slen
     }
 }
+/// The bytes that end a word in `parse_word` (C: the `strlencspn` set).
+static WORD_DELIMITERS: [bool; 256] = {
+    let set = b" []{}<>:\\?=@!#~+-*/&|^%(),';\t\n\x0B\x0C\r\"\xA0\x00";
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < set.len() {
+        table[set[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
