@@ -188,7 +188,9 @@ struct Cands<'d> {
     arena: Vec<Cand<'d>>,
     /// By (target id, chain id): where the indexes into [`State::values`] of the target's
     /// values after that chain start in `tvals` (parallel to the target's `arena` range).
-    groups: HashMap<u64, usize, BuildHasherDefault<IntHasher>>,
+    /// With the union of those values' bytes: an operator that this union cannot satisfy
+    /// matches none of them (the byte conditions are monotone), one check for the whole target.
+    groups: HashMap<u64, (usize, ByteSet), BuildHasherDefault<IntHasher>>,
     tvals: Vec<u32>,
 }
 
@@ -228,13 +230,22 @@ impl<'d> Cands<'d> {
         range
     }
 
-    /// Where the target's values after `link`'s chain start in `tvals` (computed on first use).
-    fn group(&mut self, tid: u32, link: &Link, a: usize, b: usize, st: &mut State) -> usize {
+    /// Where the target's values after `link`'s chain start in `tvals`, and the union of their
+    /// bytes (computed on first use).
+    fn group(
+        &mut self,
+        tid: u32,
+        link: &Link,
+        a: usize,
+        b: usize,
+        st: &mut State,
+    ) -> (usize, ByteSet) {
         let key = (u64::from(tid) << 32) | u64::from(link.chain_id);
-        if let Some(&g) = self.groups.get(&key) {
-            return g;
+        if let Some(&group) = self.groups.get(&key) {
+            return group;
         }
         let g = self.tvals.len();
+        let mut union = ByteSet::default();
         for cand in &self.arena[a..b] {
             let idx = if cand.slot != 0 {
                 value_index(st, cand.slot, link, &cand.value)
@@ -242,10 +253,11 @@ impl<'d> Cands<'d> {
                 st.values.push(transformed(link, &cand.value));
                 st.values.len() - 1
             };
+            union.union(&st.values[idx].bytes);
             self.tvals.push(idx as u32);
         }
-        self.groups.insert(key, g);
-        g
+        self.groups.insert(key, (g, union));
+        (g, union)
     }
 }
 
@@ -616,7 +628,10 @@ impl Engine {
             // them through the same chain; removals that apply to this rule filter them here.
             for (t, &tid) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
-                let g = cands.group(tid, link, a, b, st);
+                let (g, union) = cands.group(tid, link, a, b, st);
+                if filters && !op.may_match(&union) {
+                    continue;
+                }
                 for i in 0..b - a {
                     let v = &st.values[cands.tvals[g + i] as usize];
                     if filters && !op.may_match(&v.bytes) {
