@@ -11,6 +11,10 @@ use std::{
 
 use gateway::waf::{Engine, Exclusions, HttpInput, Mode, WafSection, load_rules};
 
+/// The gateway's allocator (see `main.rs`), so that the engine is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A realistic API document: nested objects, arrays, strings, numbers, booleans.
 fn order(i: usize) -> String {
     format!(
