@@ -500,7 +500,9 @@ routes:
     assert!(
         j["headers"]["x-request-id"]
             .as_str()
-            .is_some_and(|s| s.len() == 32),
+            .is_some_and(|s| s.len() == 32
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))),
         "{j}"
     );
     assert_eq!(r.header("server"), None, "{r:?}");

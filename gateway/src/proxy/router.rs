@@ -53,6 +53,8 @@ pub struct Route {
     pub require: Option<std::sync::Arc<crate::authz::RouteRequire>>,
     /// The WAF runs on this route, with these route-level exclusions.
     pub waf: Option<std::sync::Arc<crate::waf::Exclusions>>,
+    /// Its Prometheus series, resolved on the first request it answers.
+    pub metrics: std::sync::OnceLock<crate::telemetry::metrics::RouteMetrics>,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -195,6 +197,7 @@ impl Router {
                 auth: None,
                 require: None,
                 waf,
+                metrics: std::sync::OnceLock::new(),
                 host,
                 path,
                 methods,

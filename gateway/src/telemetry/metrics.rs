@@ -5,7 +5,10 @@
 //! per-CPU counters, the denylist, upstream health, escalations) is read at scrape time by a
 //! [`Collector`], so the request path never pays for it and the numbers cannot drift.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{
+    fmt::Write as _,
+    sync::{Arc, RwLock},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -61,10 +64,21 @@ pub struct ProxyMetrics {
     waf_matches: Family<RuleLabels, Counter>,
 }
 
+/// One route's series, looked up once per route (and configuration) instead of per request:
+/// the family lookups hashed the route name with SipHash and built its label `String` on every
+/// request (~0.8k of a proxied request's ~34k instructions, callgrind).
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    name: String,
+    latency: Histogram,
+    /// (method, status) -> the request counter of that series; a route answers with a handful.
+    requests: Arc<RwLock<Vec<(&'static str, u16, Counter)>>>,
+}
+
 /// What one finished request contributes.
 pub struct RequestRecord<'a> {
-    /// The matched route's name, or `None`.
-    pub route: Option<String>,
+    /// The matched route's series (see [`ProxyMetrics::route`]), or `None`.
+    pub route: Option<&'a RouteMetrics>,
     pub method: &'a http::Method,
     pub status: u16,
     pub seconds: f64,
@@ -75,21 +89,40 @@ pub struct RequestRecord<'a> {
 }
 
 impl ProxyMetrics {
+    /// The series of the route named `name`, to keep with the route and pass to [`Self::record`].
+    pub fn route(&self, name: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            route: name.to_owned(),
+        };
+        RouteMetrics {
+            latency: self.latency.get_or_create(&labels).clone(),
+            name: labels.route,
+            requests: Arc::default(),
+        }
+    }
+
     /// Records one answered request.
     pub fn record(&self, r: RequestRecord<'_>) {
-        // The route name moves from one label set to the next: no copy per request.
-        let labels = RouteLabels {
-            route: r.route.unwrap_or_else(|| NO_ROUTE.to_owned()),
-        };
-        self.latency.get_or_create(&labels).observe(r.seconds);
-        let RouteLabels { route } = labels;
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method_label(r.method),
-                status: r.status,
-            })
-            .inc();
+        let method = method_label(r.method);
+        match r.route {
+            Some(route) => {
+                route.latency.observe(r.seconds);
+                self.route_requests(route, method, r.status).inc();
+            }
+            None => {
+                let labels = RouteLabels {
+                    route: NO_ROUTE.to_owned(),
+                };
+                self.latency.get_or_create(&labels).observe(r.seconds);
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: labels.route,
+                        method,
+                        status: r.status,
+                    })
+                    .inc();
+            }
+        }
         if let Some(reason) = r.code {
             let stage = r.stage.unwrap_or(match reason {
                 "client_blocked" => "defense",
@@ -100,6 +133,33 @@ impl ProxyMetrics {
                 .get_or_create(&RejectionLabels { reason, stage })
                 .inc();
         }
+    }
+
+    /// The route's request counter for (method, status): found under a read lock, created in
+    /// the family (the same series a scrape reads) the first time.
+    fn route_requests(&self, route: &RouteMetrics, method: &'static str, status: u16) -> Counter {
+        let find = |v: &Vec<(&'static str, u16, Counter)>| {
+            v.iter()
+                .find(|(m, s, _)| *m == method && *s == status)
+                .map(|(_, _, c)| c.clone())
+        };
+        // A poisoned lock only means a panic elsewhere mid-push: the list is still valid.
+        if let Some(c) = find(&route.requests.read().unwrap_or_else(|e| e.into_inner())) {
+            return c;
+        }
+        let counter = self
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.name.clone(),
+                method,
+                status,
+            })
+            .clone();
+        let mut list = route.requests.write().unwrap_or_else(|e| e.into_inner());
+        if find(&list).is_none() {
+            list.push((method, status, counter.clone()));
+        }
+        counter
     }
 
     /// Counts WAF rule matches (rejections and detect-only findings alike).
@@ -450,11 +510,24 @@ mod tests {
     fn requests_and_rejections_are_counted_by_their_labels() {
         let m = Metrics::new();
         let p = m.proxy();
+        let orders = p.route("orders");
         for _ in 0..3 {
             p.record(RequestRecord {
-                route: Some("orders".into()),
+                route: Some(&orders),
                 method: &http::Method::GET,
                 status: 200,
+                seconds: 0.001,
+                code: None,
+                stage: None,
+            });
+        }
+        // A reloaded configuration's route resolves the same series again.
+        let reloaded = p.route("orders");
+        for status in [200, 503] {
+            p.record(RequestRecord {
+                route: Some(&reloaded),
+                method: &http::Method::GET,
+                status,
                 seconds: 0.001,
                 code: None,
                 stage: None,
@@ -476,7 +549,15 @@ mod tests {
                 "gateway_http_requests_total",
                 &[("route", "orders"), ("method", "GET"), ("status", "200")]
             ),
-            Some(3.0),
+            Some(4.0),
+            "{text}"
+        );
+        assert_eq!(
+            get(
+                "gateway_http_requests_total",
+                &[("route", "orders"), ("method", "GET"), ("status", "503")]
+            ),
+            Some(1.0),
             "{text}"
         );
         assert_eq!(
@@ -498,7 +579,7 @@ mod tests {
                 "gateway_http_request_duration_seconds_count",
                 &[("route", "orders")]
             ),
-            Some(3.0)
+            Some(5.0)
         );
         assert_eq!(
             get("gateway_waf_matches_total", &[("rule", "942100")]),
