@@ -72,8 +72,11 @@ pub struct RouteMetrics {
     name: String,
     latency: Histogram,
     /// (method, status) -> the request counter of that series; a route answers with a handful.
-    requests: Arc<RwLock<Vec<(&'static str, u16, Counter)>>>,
+    requests: Arc<RwLock<Vec<StatusCounter>>>,
 }
+
+/// A request counter of one route, by method and status label.
+type StatusCounter = (&'static str, u16, Counter);
 
 /// What one finished request contributes.
 pub struct RequestRecord<'a> {
@@ -138,7 +141,7 @@ impl ProxyMetrics {
     /// The route's request counter for (method, status): found under a read lock, created in
     /// the family (the same series a scrape reads) the first time.
     fn route_requests(&self, route: &RouteMetrics, method: &'static str, status: u16) -> Counter {
-        let find = |v: &Vec<(&'static str, u16, Counter)>| {
+        let find = |v: &Vec<StatusCounter>| {
             v.iter()
                 .find(|(m, s, _)| *m == method && *s == status)
                 .map(|(_, _, c)| c.clone())
