@@ -110,7 +110,7 @@ impl ProxyMetrics {
         match r.route {
             Some(route) => {
                 route.latency.observe(r.seconds);
-                self.route_requests(route, method, r.status).inc();
+                self.count_route_request(route, method, r.status);
             }
             None => {
                 let labels = RouteLabels {
@@ -138,17 +138,19 @@ impl ProxyMetrics {
         }
     }
 
-    /// The route's request counter for (method, status): found under a read lock, created in
-    /// the family (the same series a scrape reads) the first time.
-    fn route_requests(&self, route: &RouteMetrics, method: &'static str, status: u16) -> Counter {
-        let find = |v: &Vec<StatusCounter>| {
-            v.iter()
-                .find(|(m, s, _)| *m == method && *s == status)
-                .map(|(_, _, c)| c.clone())
-        };
+    /// Counts a request of the route with (method, status): found under a read lock and
+    /// incremented in place, created in the family (the same series a scrape reads) the first
+    /// time.
+    fn count_route_request(&self, route: &RouteMetrics, method: &'static str, status: u16) {
+        let find =
+            |v: &[StatusCounter]| v.iter().position(|(m, s, _)| *m == method && *s == status);
         // A poisoned lock only means a panic elsewhere mid-push: the list is still valid.
-        if let Some(c) = find(&route.requests.read().unwrap_or_else(|e| e.into_inner())) {
-            return c;
+        {
+            let list = route.requests.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = find(&list) {
+                list[i].2.inc();
+                return;
+            }
         }
         let counter = self
             .requests
@@ -158,11 +160,11 @@ impl ProxyMetrics {
                 status,
             })
             .clone();
+        counter.inc();
         let mut list = route.requests.write().unwrap_or_else(|e| e.into_inner());
         if find(&list).is_none() {
-            list.push((method, status, counter.clone()));
+            list.push((method, status, counter));
         }
-        counter
     }
 
     /// Counts WAF rule matches (rejections and detect-only findings alike).

@@ -705,6 +705,8 @@ impl Engine {
                     }
                     found
                 } else if link.multi_match {
+                    // Values without a slot (TX, MATCHED_VARS) change during the request: they
+                    // are transformed step by step here, outside the cache.
                     let expand = |s: &str| expand_text(s, rule, data, st);
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
                     let mut found = None;
