@@ -201,6 +201,43 @@ async fn bodies_over_the_inspection_limit_are_refused_or_inspected_partially() {
     }
 }
 
+/// A body with more arguments than `waf.max_args` is refused with `reject`; with `partial`
+/// only the first arguments are inspected (an attack in the fourth of four passes, one in the
+/// third is caught), so a body of many tiny arguments cannot buy unbounded rule work.
+#[tokio::test]
+async fn bodies_over_the_argument_limit_are_refused_or_inspected_partially() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
+    let backend = Backend::start("echo").await;
+    let post = |body: &str| {
+        format!(
+            "POST /api/form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (action, over_status) in [("reject", 413), ("partial", 200)] {
+        let cfg = yaml(&backend, &dir.0, "block")
+            + &format!("  max_args: 3\n  body_limit_action: {action}\n");
+        let proxy = start(&cfg).await;
+        let addr = proxy.addr("main").expect("listener");
+        let (status, text) = send(addr, post("a=1&b=2&c=3&q=attack")).await;
+        assert_eq!(status, over_status, "{action}: {text}");
+        if action == "reject" {
+            assert!(
+                text.contains("\"code\":\"waf_too_many_arguments\""),
+                "{text}"
+            );
+        }
+        // At the limit every argument is inspected.
+        let (status, text) = send(addr, post("a=1&b=2&q=attack")).await;
+        assert_eq!(status, 403, "{action}: {text}");
+        let (status, text) = send(addr, post("a=1&b=2&q=fine")).await;
+        assert_eq!(status, 200, "{action}: {text}");
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_broken_rule_file_is_refused_with_file_and_line() {
     let dir = TempDir::new();

@@ -141,6 +141,7 @@ const DEFAULT_WEIGHTS: &[(&str, f64)] = &[
     // A stalled body holds a connection and a buffer: what slow-body attacks do.
     ("body_timeout", 1.0),
     ("waf_body_too_large", 1.0),
+    ("waf_too_many_arguments", 1.0),
     ("method_not_allowed", 1.0),
     ("route_not_found", 1.0),
     // Validation: what a buggy client also sends weighs little; shapes only crafted requests

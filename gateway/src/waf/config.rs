@@ -62,6 +62,18 @@ pub struct WafSection {
     /// `waf_body_truncated` finding reports it.
     #[serde(default)]
     pub body_limit_action: BodyLimitAction,
+    /// Most arguments a URL-encoded or JSON body yields to the rules (ModSecurity's
+    /// `SecArgumentsLimit`, the default of its recommended configuration and Coraza's). Every
+    /// argument costs rule evaluations and memory: a 128 KiB JSON array of zeros is 65,535
+    /// arguments. Past the limit `body_limit_action` decides: `reject` answers 413
+    /// `waf_too_many_arguments`, `partial` (and detect mode) inspects the first ones and
+    /// reports a `waf_arguments_truncated` finding.
+    #[serde(default = "default_max_args")]
+    pub max_args: usize,
+}
+
+fn default_max_args() -> usize {
+    super::engine::DEFAULT_MAX_ARGS
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -215,6 +227,9 @@ impl WafSection {
         }
         if self.body_limit == 0 {
             return Err(("body_limit", "waf.body_limit must be above 0".into()));
+        }
+        if self.max_args == 0 {
+            return Err(("max_args", "waf.max_args must be above 0".into()));
         }
         if self.rules.is_empty() {
             return Err((

@@ -13,6 +13,9 @@ use super::{
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
 
+/// ModSecurity v3's recommended `SecArgumentsLimit` and Coraza's default argument limit.
+pub const DEFAULT_MAX_ARGS: usize = 1000;
+
 /// Whether a rule that denies stops the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -54,6 +57,8 @@ pub struct Outcome {
     pub status: u16,
     /// CRS's inbound anomaly score at the blocking paranoia level.
     pub anomaly_score: i64,
+    /// The body had more arguments than the limit: only the first were inspected.
+    pub args_truncated: bool,
 }
 
 pub struct Engine {
@@ -61,6 +66,8 @@ pub struct Engine {
     /// TX variables every transaction starts with (the crs-setup.conf equivalent).
     setup: Vec<(String, Vec<u8>)>,
     mode: Mode,
+    /// Most arguments a body yields ([`body::process`]).
+    max_args: usize,
 }
 
 /// Per-request mutable state.
@@ -386,7 +393,14 @@ impl Engine {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
                 .collect(),
             mode,
+            max_args: DEFAULT_MAX_ARGS,
         }
+    }
+
+    /// At most `n` arguments from a request body (the rest dropped, the outcome says so).
+    pub fn with_max_args(mut self, n: usize) -> Self {
+        self.max_args = n;
+        self
     }
 
     pub fn rule_count(&self) -> usize {
@@ -395,6 +409,10 @@ impl Engine {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    pub fn max_args(&self) -> usize {
+        self.max_args
     }
 
     /// Runs phases 1 and 2 over `req`.
@@ -423,7 +441,7 @@ impl Engine {
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
                 .map_or(&b""[..], |(_, v)| *v);
-            fill_body(&mut data, req.body.unwrap_or(b""), ct, &st);
+            fill_body(&mut data, req.body.unwrap_or(b""), ct, &st, self.max_args);
             flow = self.run_phase(2, &data, &mut st);
         }
         let num = |k: &str| {
@@ -440,6 +458,7 @@ impl Engine {
             blocked_by: None,
             status: 200,
             anomaly_score,
+            args_truncated: data.args_truncated,
         };
         if let Flow::Deny(id, status) = flow {
             out.blocked_by = Some(id);
@@ -1294,7 +1313,13 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 }
 
 /// The body processor (the content type's, or the one a rule chose with `ctl`).
-fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &State) {
+fn fill_body(
+    data: &mut RequestData,
+    body: &[u8],
+    content_type: &[u8],
+    st: &State,
+    max_args: usize,
+) {
     data.body_length = body.len();
     let processor = st.processor.or(data.processor);
     data.processor = processor;
@@ -1302,7 +1327,7 @@ fn fill_body(data: &mut RequestData, body: &[u8], content_type: &[u8], st: &Stat
         return;
     }
     if let Some(p) = processor {
-        body::process(data, p, body, content_type);
+        body::process(data, p, body, content_type, max_args);
     }
     // Also for JSON (as Coraza does): rules written for the raw body (`"key":` patterns) see it.
     if matches!(processor, Some("URLENCODED" | "JSON")) || processor.is_none() || st.force_body_var

@@ -141,7 +141,7 @@ impl Waf {
             WafMode::Block => Mode::Block,
             WafMode::Detect => Mode::Detect,
         };
-        let engine = Engine::new(rules, section.setup_vars(), mode);
+        let engine = Engine::new(rules, section.setup_vars(), mode).with_max_args(section.max_args);
         let global = compile_exclusions(&section.exclusions)?;
         let audit = match &section.audit_log {
             Some(p) => Some(Mutex::new(open_append(p)?)),
@@ -235,6 +235,27 @@ impl Waf {
             request_id: ctx.request_id,
         };
         let outcome = self.inspect(&input, route);
+        if outcome.args_truncated {
+            let evidence = Evidence {
+                stage: "waf",
+                message: format!(
+                    "request body with more than waf.max_args ({}) arguments",
+                    self.engine.max_args()
+                ),
+                ..Evidence::default()
+            };
+            if self.reject_oversized {
+                return Err(
+                    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "waf_too_many_arguments")
+                        .detail("the request body has more arguments than the firewall inspects")
+                        .evidence(evidence),
+                );
+            }
+            ctx.findings.push(Finding {
+                code: "waf_arguments_truncated",
+                evidence,
+            });
+        }
         if outcome.matches.is_empty() && outcome.blocked_by.is_none() {
             return Ok(());
         }

@@ -397,6 +397,8 @@ pub struct RequestData {
     pub unique_id: Entry,
     pub reqbody_error: bool,
     pub reqbody_error_msg: String,
+    /// The body had more arguments than the engine's limit; only the first were kept.
+    pub args_truncated: bool,
     pub urlencoded_error: bool,
     pub processor: Option<&'static str>,
     pub multipart: MultipartFlags,
