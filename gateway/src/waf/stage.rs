@@ -203,26 +203,19 @@ impl Waf {
         if let Some(b) = body
             && b.len() > self.body_limit
         {
-            let evidence = Evidence {
-                stage: "waf",
-                message: format!(
+            self.over_limit(
+                &mut ctx.findings,
+                format!(
                     "request body of {} bytes over waf.body_limit ({} bytes)",
                     b.len(),
                     self.body_limit
                 ),
-                ..Evidence::default()
-            };
-            if self.reject_oversized {
-                return Err(
-                    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "waf_body_too_large")
-                        .detail("the request body is larger than the firewall inspects")
-                        .evidence(evidence),
-                );
-            }
-            ctx.findings.push(Finding {
-                code: "waf_body_truncated",
-                evidence,
-            });
+                (
+                    "waf_body_too_large",
+                    "the request body is larger than the firewall inspects",
+                ),
+                "waf_body_truncated",
+            )?;
             body = Some(&b[..self.body_limit]);
         }
         let input = HttpInput {
@@ -236,25 +229,18 @@ impl Waf {
         };
         let outcome = self.inspect(&input, route);
         if outcome.args_truncated {
-            let evidence = Evidence {
-                stage: "waf",
-                message: format!(
+            self.over_limit(
+                &mut ctx.findings,
+                format!(
                     "request body with more than waf.max_args ({}) arguments",
                     self.engine.max_args()
                 ),
-                ..Evidence::default()
-            };
-            if self.reject_oversized {
-                return Err(
-                    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "waf_too_many_arguments")
-                        .detail("the request body has more arguments than the firewall inspects")
-                        .evidence(evidence),
-                );
-            }
-            ctx.findings.push(Finding {
-                code: "waf_arguments_truncated",
-                evidence,
-            });
+                (
+                    "waf_too_many_arguments",
+                    "the request body has more arguments than the firewall inspects",
+                ),
+                "waf_arguments_truncated",
+            )?;
         }
         if outcome.matches.is_empty() && outcome.blocked_by.is_none() {
             return Ok(());
@@ -269,6 +255,33 @@ impl Waf {
         }
         ctx.findings.push(Finding {
             code: "waf_detected",
+            evidence,
+        });
+        Ok(())
+    }
+
+    /// A body past an inspection limit: refused with 413 (`code`, `detail`) when the limit's
+    /// action is `reject` in block mode, else reported as the `truncated` finding (the
+    /// request is then inspected in part).
+    fn over_limit(
+        &self,
+        findings: &mut Vec<Finding>,
+        message: String,
+        (code, detail): (&'static str, &'static str),
+        truncated: &'static str,
+    ) -> Result<(), Problem> {
+        let evidence = Evidence {
+            stage: "waf",
+            message,
+            ..Evidence::default()
+        };
+        if self.reject_oversized {
+            return Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, code)
+                .detail(detail)
+                .evidence(evidence));
+        }
+        findings.push(Finding {
+            code: truncated,
             evidence,
         });
         Ok(())
