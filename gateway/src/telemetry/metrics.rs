@@ -62,6 +62,8 @@ pub struct ProxyMetrics {
     latency: Family<RouteLabels, Histogram>,
     rejections: Family<RejectionLabels, Counter>,
     waf_matches: Family<RuleLabels, Counter>,
+    /// The series of requests that matched no route, resolved on the first one.
+    no_route: Arc<std::sync::OnceLock<RouteMetrics>>,
 }
 
 /// One route's series, looked up once per route (and configuration) instead of per request:
@@ -106,26 +108,12 @@ impl ProxyMetrics {
 
     /// Records one answered request.
     pub fn record(&self, r: RequestRecord<'_>) {
-        let method = method_label(r.method);
-        match r.route {
-            Some(route) => {
-                route.latency.observe(r.seconds);
-                self.count_route_request(route, method, r.status);
-            }
-            None => {
-                let labels = RouteLabels {
-                    route: NO_ROUTE.to_owned(),
-                };
-                self.latency.get_or_create(&labels).observe(r.seconds);
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        route: labels.route,
-                        method,
-                        status: r.status,
-                    })
-                    .inc();
-            }
-        }
+        let route = match r.route {
+            Some(route) => route,
+            None => self.no_route.get_or_init(|| self.route(NO_ROUTE)),
+        };
+        route.latency.observe(r.seconds);
+        self.count_route_request(route, method_label(r.method), r.status);
         if let Some(reason) = r.code {
             let stage = r.stage.unwrap_or(match reason {
                 "client_blocked" => "defense",
@@ -215,6 +203,7 @@ impl Metrics {
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             rejections: Family::default(),
             waf_matches: Family::default(),
+            no_route: Arc::default(),
         };
         registry.register(
             "http_requests",
