@@ -53,8 +53,12 @@ impl Macro {
 
     /// Expands references with `lookup` (unknown references expand to nothing).
     pub fn expand(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-        if let Some(l) = self.literal() {
-            return l.to_owned();
+        match self.parts.as_slice() {
+            [] => return String::new(),
+            [Part::Lit(s)] => return s.clone(),
+            // A lone reference (`%{tx.allowed_methods}`, most operator arguments): its value.
+            [Part::Ref(r)] => return lookup(r).unwrap_or_default(),
+            _ => {}
         }
         let mut out = String::new();
         for p in &self.parts {

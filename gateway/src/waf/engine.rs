@@ -3,10 +3,10 @@
 //! for what matched, for transformed values (cached per value and transformation chain) and for
 //! TX variables the rules set.
 
-use std::{borrow::Cow, collections::HashMap, hash::BuildHasherDefault, net::IpAddr};
+use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::{
-    actions::{Action, Ctl, EngineOverride, SetOp, apply_setop},
+    actions::{Action, Ctl, EngineOverride, Macro, SetOp, apply_setop},
     body,
     operator::ByteSet,
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
@@ -78,8 +78,8 @@ struct State {
     tx: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
     /// The other collections (`ip.x`, `session.x`), per request.
     vars: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
-    matched_var: Option<(String, Vec<u8>)>,
-    matched_vars: Vec<(String, Vec<u8>)>,
+    matched_var: Option<(Arc<str>, Vec<u8>)>,
+    matched_vars: Vec<(Arc<str>, Vec<u8>)>,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Exclusion)>,
@@ -149,26 +149,6 @@ impl ValueCache {
 /// Marks the slot of an entry's name (`ARGS_NAMES`), so names get cached like values.
 const NAME_SLOT: u32 = 1 << 31;
 
-/// A multiplicative hasher for the integer cache keys: SipHash showed up at ~4% of a 20 KB JSON
-/// request's profile, and the keys are request-local counters, not attacker-chosen strings
-/// (hand-written: ten lines, no extra dependency for it).
-#[derive(Default)]
-struct IntHasher(u64);
-
-impl std::hash::Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
 /// Which rules an exclusion applies to.
 #[derive(Clone, Debug)]
 pub enum RuleSel {
@@ -193,22 +173,29 @@ struct Cands<'d> {
     /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
     sets: Vec<Option<(usize, usize)>>,
     arena: Vec<Cand<'d>>,
-    /// By (target id, chain id): where the indexes into [`State::values`] of the target's
-    /// values after that chain start in `tvals` (parallel to the target's `arena` range).
-    /// With the union of those values' bytes: an operator that this union cannot satisfy
-    /// matches none of them (the byte conditions are monotone), one check for the whole target.
-    groups: HashMap<u64, (usize, ByteSet), BuildHasherDefault<IntHasher>>,
+    /// By (target id, chain id), dense (CRS: ~50 x ~50, a few KB zeroed per phase, where a
+    /// hash map's inserts and lookups were ~3 % of a small request): index + 1 into `group_list`
+    /// (0: not computed yet).
+    groups: Vec<u32>,
+    chains: usize,
+    /// Where the indexes into [`State::values`] of the target's values after that chain start
+    /// in `tvals` (parallel to the target's `arena` range), with the union of those values'
+    /// bytes: an operator that this union cannot satisfy matches none of them (the byte
+    /// conditions are monotone), one check for the whole target.
+    group_list: Vec<(usize, ByteSet)>,
     tvals: Vec<u32>,
 }
 
 impl<'d> Cands<'d> {
-    fn new(targets: u32) -> Self {
+    fn new(targets: u32, chains: usize) -> Self {
+        let chains = chains.max(1);
         Self {
             scratch: Vec::with_capacity(32),
             sets: vec![None; targets as usize],
             arena: Vec::with_capacity(256),
-            // Sized for a small request's (target, chain) pairs: growing it showed in profiles.
-            groups: HashMap::with_capacity_and_hasher(512, BuildHasherDefault::default()),
+            groups: vec![0; targets as usize * chains],
+            chains,
+            group_list: Vec::with_capacity(256),
             tvals: Vec::with_capacity(1024),
         }
     }
@@ -247,9 +234,11 @@ impl<'d> Cands<'d> {
         b: usize,
         st: &mut State,
     ) -> (usize, ByteSet) {
-        let key = (u64::from(tid) << 32) | u64::from(link.chain_id);
-        if let Some(&group) = self.groups.get(&key) {
-            return group;
+        let key = tid as usize * self.chains + link.chain_id as usize;
+        if let Some(&i) = self.groups.get(key)
+            && i > 0
+        {
+            return self.group_list[i as usize - 1];
         }
         let g = self.tvals.len();
         let mut union = ByteSet::default();
@@ -263,7 +252,10 @@ impl<'d> Cands<'d> {
             union.union(&st.values[idx].bytes);
             self.tvals.push(idx as u32);
         }
-        self.groups.insert(key, (g, union));
+        self.group_list.push((g, union));
+        if let Some(slot) = self.groups.get_mut(key) {
+            *slot = u32::try_from(self.group_list.len()).unwrap_or(0);
+        }
         (g, union)
     }
 }
@@ -478,7 +470,7 @@ impl Engine {
     fn run_phase(&self, phase: usize, data: &RequestData, st: &mut State) -> Flow {
         let p = &self.rules.phases[phase];
         let mut i = 0;
-        let mut scratch = Cands::new(self.rules.target_ids);
+        let mut scratch = Cands::new(self.rules.target_ids, self.rules.chains.len());
         while i < p.items.len() {
             let Item::Rule(rule) = &p.items[i] else {
                 i += 1;
@@ -562,7 +554,7 @@ impl Engine {
                 id: rule.id,
                 msg,
                 data: logdata,
-                variable,
+                variable: variable.to_string(),
                 value,
                 severity: rule.severity,
             });
@@ -586,29 +578,27 @@ impl Engine {
             return true;
         };
         // Fast path for the many `SecRule TX:NAME "@lt 2"` guards: no copy unless it matches.
-        if let [
-            Target {
-                var: Var::Tx,
-                selector: Selector::Key(k),
-                count: false,
-            },
-        ] = link.targets.as_slice()
+        if let (
+            Some(name),
+            [
+                Target {
+                    selector: Selector::Key(k),
+                    ..
+                },
+            ],
+        ) = (&link.tx_name, link.targets.as_slice())
             && link.chain_id == 0
             && !link.capture
             && !link.multi_match
             && link.exclusions.is_empty()
             && !st.removed_targets.iter().any(|(_, e)| e.var == Var::Tx)
         {
-            let expand = |s: &str| expand_text(s, rule, data, st);
-            let hit = st
-                .tx
-                .get(k.as_str())
-                .is_some_and(|v| op.matches(v, &expand, None));
-            if !hit {
-                return false;
-            }
-            let value = st.tx.get(k.as_str()).cloned().unwrap_or_default();
-            let name = format!("TX:{k}");
+            let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+            let value = match st.tx.get(k.as_str()) {
+                Some(v) if op.matches(v, &expand, None) => v.clone(),
+                _ => return false,
+            };
+            let name = Arc::clone(name);
             st.matched_vars.clear();
             st.matched_vars.push((name.clone(), value.clone()));
             st.matched_var = Some((name, value));
@@ -619,7 +609,7 @@ impl Engine {
         }
         let filters = op.filters();
         let mut caps: Vec<Vec<u8>> = Vec::new();
-        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut new_matches: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
         // Exclusions from `ctl` and the configuration that apply to this rule.
         let applies = |sel: &RuleSel| match sel {
             RuleSel::All => true,
@@ -632,10 +622,19 @@ impl Engine {
         // single value cannot be filtered afterwards.
         let removals = st.removed_targets.len();
         let (mut removal, mut counted) = (false, false);
-        for (_, e) in st.removed_targets.iter().filter(|(sel, _)| applies(sel)) {
-            for t in link.targets.iter().filter(|t| e.can_cover(t.var)) {
-                removal = true;
-                counted |= t.count;
+        // The variable check first: it rules out almost every removal for almost every link,
+        // while `applies` may compare tags.
+        for (sel, e) in &st.removed_targets {
+            let mut covered = link
+                .targets
+                .iter()
+                .filter(|t| e.can_cover(t.var))
+                .peekable();
+            if covered.peek().is_some() && applies(sel) {
+                for t in covered {
+                    removal = true;
+                    counted |= t.count;
+                }
             }
         }
         if let Some(ids) = &link.target_ids
@@ -666,7 +665,7 @@ impl Engine {
                         continue;
                     }
                     let value = v.value.as_deref().unwrap_or(&cand.value);
-                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
                     caps.clear();
                     if !op.matches(value, &expand, link.capture.then_some(&mut caps)) {
                         continue;
@@ -699,7 +698,7 @@ impl Engine {
                         let v = &st.values[idx];
                         let value = v.value.as_deref().unwrap_or(&cand.value);
                         if !filters || op.may_match(&v.bytes) {
-                            let expand = |s: &str| expand_text(s, rule, data, st);
+                            let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
                             caps.clear();
                             if op.matches(value, &expand, link.capture.then_some(&mut caps)) {
                                 found = Some(value.to_vec());
@@ -726,7 +725,7 @@ impl Engine {
                 } else if link.multi_match {
                     // Values without a slot (TX, MATCHED_VARS) change during the request: they
                     // are transformed step by step here, outside the cache.
-                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
                     let mut found = None;
                     caps.clear();
@@ -767,7 +766,7 @@ impl Engine {
                     if filters && !op.may_match(&bytes) {
                         continue;
                     }
-                    let expand = |s: &str| expand_text(s, rule, data, st);
+                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
                     caps.clear();
                     op.matches(value, &expand, link.capture.then_some(&mut caps))
                         .then(|| value.to_vec())
@@ -795,7 +794,7 @@ impl Engine {
         caps: &[Vec<u8>],
         data: &RequestData,
         st: &mut State,
-        new_matches: &mut Vec<(String, Vec<u8>)>,
+        new_matches: &mut Vec<(Arc<str>, Vec<u8>)>,
     ) {
         if link.capture {
             for k in CAPTURE_NAMES {
@@ -805,7 +804,7 @@ impl Engine {
                 st.tx.insert((*k).to_owned(), c.clone());
             }
         }
-        let name = var_name(cand.var, &cand.key);
+        let name: Arc<str> = var_name(cand.var, &cand.key).into();
         st.matched_var = Some((name.clone(), value.clone()));
         new_matches.push((name, value));
         for action in &link.actions {
@@ -849,16 +848,16 @@ impl Engine {
                     prefixed = format!("{collection}.{name}");
                     (&mut st.vars, prefixed.as_str())
                 };
-                match apply_setop(map.get(key).map(Vec::as_slice), op, arg) {
-                    Some(v) => match map.get_mut(key) {
-                        Some(slot) => *slot = v,
+                // One lookup when the variable exists (most setvars update a score).
+                if let Some(slot) = map.get_mut(key) {
+                    match apply_setop(Some(slot), op, arg) {
+                        Some(v) => *slot = v,
                         None => {
-                            map.insert(key.to_owned(), v);
+                            map.remove(key);
                         }
-                    },
-                    None => {
-                        map.remove(key);
                     }
+                } else if let Some(v) = apply_setop(None, op, arg) {
+                    map.insert(key.to_owned(), v);
                 }
             }
             Action::Ctl(ctl) => match ctl {
@@ -906,15 +905,6 @@ fn var_name(var: Var, key: &[u8]) -> String {
     }
 }
 
-/// Operators get either a whole argument with `%{...}` in it or one reference name.
-fn expand_text(s: &str, rule: &Rule, data: &RequestData, st: &State) -> String {
-    if s.contains("%{") {
-        super::actions::Macro::parse(s).expand(&|r| lookup(r, rule, data, st))
-    } else {
-        lookup(&s.to_ascii_lowercase(), rule, data, st).unwrap_or_default()
-    }
-}
-
 /// A macro reference (`tx.x`, `matched_var`, `request_headers.host`, `rule.id`), lowercase.
 fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String> {
     let (coll, key) = match r.split_once('.') {
@@ -934,7 +924,7 @@ fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String
             .matched_var
             .as_ref()
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
-        ("matched_var_name", None) => st.matched_var.as_ref().map(|(n, _)| n.clone()),
+        ("matched_var_name", None) => st.matched_var.as_ref().map(|(n, _)| n.to_string()),
         ("rule", Some("id")) => Some(rule.id.to_string()),
         ("rule", Some("msg")) => rule
             .msg
@@ -1188,7 +1178,7 @@ fn collect<'d>(
         }
         Var::MatchedVarName => {
             if let Some((n, _)) = &st.matched_var {
-                owned(t.var, n.clone(), out);
+                owned(t.var, n.as_bytes(), out);
             }
         }
         Var::MatchedVars | Var::MatchedVarsNames => {

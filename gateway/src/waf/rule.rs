@@ -10,6 +10,7 @@ use super::{
     seclang::{self, Directive, RawAction},
     transform::Transform,
     variables::{Exclusion, Parsed, Target, parse_target},
+    variables::{Selector, Var},
 };
 
 /// What a matching rule does to the transaction.
@@ -46,6 +47,9 @@ pub struct Link {
     /// when every target reads request data that stays the same for a phase: links reading the
     /// same target share the values collected (and transformed) once per phase.
     pub target_ids: Option<Vec<u32>>,
+    /// `TX:NAME` when the link reads that one variable (the many paranoia-level guards):
+    /// its MATCHED_VAR_NAME, built once rather than per request.
+    pub tx_name: Option<Arc<str>>,
     /// Non-disruptive actions, run when the whole chain matched.
     pub actions: Vec<Action>,
 }
@@ -559,6 +563,16 @@ impl Builder {
             Vec::new()
         };
         let (chain_id, transforms) = self.intern(chain_list);
+        let tx_name = match targets.as_slice() {
+            [
+                Target {
+                    var: Var::Tx,
+                    selector: Selector::Key(k),
+                    count: false,
+                },
+            ] => Some(Arc::from(format!("TX:{k}"))),
+            _ => None,
+        };
         head.links.push(Link {
             targets,
             exclusions,
@@ -570,6 +584,7 @@ impl Builder {
             multi_match,
             multi_steps,
             target_ids: None,
+            tx_name,
             actions: link_actions,
         });
         if chain {

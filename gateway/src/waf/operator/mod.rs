@@ -12,6 +12,8 @@ mod validate;
 
 use std::path::Path;
 
+use super::actions::Macro;
+
 pub use libinjection::{detect_sqli, detect_xss};
 pub use required::ByteSet;
 
@@ -40,6 +42,8 @@ pub struct Operator {
     /// The argument as written, macros unexpanded (for logs and the macro path).
     arg: String,
     macros: bool,
+    /// The argument split into literals and references once, when it has macros.
+    arg_macro: Option<Macro>,
 }
 
 #[derive(Debug)]
@@ -137,6 +141,7 @@ impl Operator {
             negated,
             arg: arg.to_string(),
             macros,
+            arg_macro: macros.then(|| Macro::parse(arg)),
         })
     }
 
@@ -186,7 +191,7 @@ impl Operator {
     pub fn matches(
         &self,
         input: &[u8],
-        expand: &dyn Fn(&str) -> String,
+        expand: &dyn Fn(&Macro) -> String,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
         self.matches_raw(input, expand, captures) != self.negated
@@ -195,10 +200,10 @@ impl Operator {
     fn matches_raw(
         &self,
         input: &[u8],
-        expand: &dyn Fn(&str) -> String,
+        expand: &dyn Fn(&Macro) -> String,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
-        let expanded = || expand(&self.arg);
+        let expanded = || self.arg_macro.as_ref().map(expand).unwrap_or_default();
         match &self.kind {
             Kind::Rx(rx) => {
                 if self.macros {
@@ -288,7 +293,7 @@ fn num_op(op: compare::NumOp, arg: &str, macros: bool) -> Kind {
 mod tests {
     use super::*;
 
-    fn no_macros(_: &str) -> String {
+    fn no_macros(_: &Macro) -> String {
         unreachable!("no macros in this operator")
     }
 
@@ -398,8 +403,8 @@ mod tests {
     fn macros_expand_per_call() {
         let within = op("within", true, "%{tx.allowed_methods}");
         assert!(within.has_macros());
-        let expand = |s: &str| {
-            assert_eq!(s, "%{tx.allowed_methods}");
+        let expand = |m: &Macro| {
+            assert_eq!(m, &Macro::parse("%{tx.allowed_methods}"));
             "GET HEAD POST".to_string()
         };
         assert!(!within.matches(b"GET", &expand, None));
