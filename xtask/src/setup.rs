@@ -6,9 +6,11 @@ use std::process::Command;
 use crate::exec;
 
 /// Debian packages: LLVM 22 to build bpf-linker against (nightly's LLVM), iproute2 for network
-/// namespaces, iptables/nftables as benchmark peers, ethtool for driver counters.
+/// namespaces, iptables/nftables as benchmark peers, ethtool for driver counters, g++ for
+/// libFuzzer (built when the fuzz targets are checked).
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
+    ("g++", "/usr/bin/g++"),
     ("iproute2", "/usr/sbin/ip"),
     ("iptables", "/usr/sbin/iptables"),
     ("nftables", "/usr/sbin/nft"),

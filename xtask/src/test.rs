@@ -40,6 +40,19 @@ pub fn run() -> anyhow::Result<()> {
             ]);
             c
         }),
+        // The cargo-fuzz crate is outside the workspace (its own lock file, libFuzzer): type-
+        // checked here so that an API change cannot leave the fuzz targets broken unnoticed.
+        ("fuzz targets compile", {
+            let mut c = exec::cargo();
+            c.args([
+                "check",
+                "--manifest-path",
+                "gateway/fuzz/Cargo.toml",
+                "--target-dir",
+                "target/fuzz-check",
+            ]);
+            c
+        }),
         ("build gateway binary", {
             let mut c = exec::cargo();
             c.args(["build", "-p", "gateway", "--bin", "gateway"]);

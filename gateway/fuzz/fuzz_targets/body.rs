@@ -17,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
     let content_type = TYPES[usize::from(pick) % TYPES.len()];
     let Some(processor) = body::processor_for(content_type) else { return };
     let mut request = RequestData::default();
-    body::process(&mut request, processor, body, content_type);
+    body::process(&mut request, processor, body, content_type, 1000);
     let _ = body::parse_cookies(body);
 });

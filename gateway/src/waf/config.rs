@@ -62,10 +62,10 @@ pub struct WafSection {
     /// `waf_body_truncated` finding reports it.
     #[serde(default)]
     pub body_limit_action: BodyLimitAction,
-    /// Most arguments a URL-encoded or JSON body yields to the rules (ModSecurity's
-    /// `SecArgumentsLimit`, the default of its recommended configuration and Coraza's). Every
-    /// argument costs rule evaluations and memory: a 128 KiB JSON array of zeros is 65,535
-    /// arguments. Past the limit `body_limit_action` decides: `reject` answers 413
+    /// Most arguments a body yields to the rules (ModSecurity's `SecArgumentsLimit`, the
+    /// default of its recommended configuration and Coraza's): URL-encoded and JSON arguments,
+    /// multipart parts (and part header lines), XML attribute values. Every argument costs rule
+    /// evaluations and memory: a 128 KiB JSON array of zeros is 65,535 arguments. Past the limit `body_limit_action` decides: `reject` answers 413
     /// `waf_too_many_arguments`, `partial` (and detect mode) inspects the first ones and
     /// reports a `waf_arguments_truncated` finding.
     #[serde(default = "default_max_args")]

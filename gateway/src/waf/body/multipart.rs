@@ -81,12 +81,13 @@ fn disposition_param(v: &[u8], name: &str, data: &mut RequestData) -> Option<Vec
     None
 }
 
-pub fn process(data: &mut RequestData, body: &[u8], content_type: &[u8]) {
+/// Fills the multipart variables from at most `max_parts` parts; true when there were more.
+pub fn process(data: &mut RequestData, body: &[u8], content_type: &[u8], max_parts: usize) -> bool {
     let Some(boundary) = boundary_of(content_type, data) else {
         data.reqbody_error = true;
         data.reqbody_error_msg = "Multipart: invalid boundary".into();
         data.multipart.strict_error = true;
-        return;
+        return false;
     };
     let mut delim = b"--".to_vec();
     delim.extend_from_slice(&boundary);
@@ -181,6 +182,11 @@ pub fn process(data: &mut RequestData, body: &[u8], content_type: &[u8]) {
         data.reqbody_error_msg = "Multipart: final boundary missing".into();
     }
     let mut combined = 0u64;
+    // Parts, and header lines over all parts (one MULTIPART_PART_HEADERS value each), count
+    // against the limit.
+    let mut over = parts.len() > max_parts;
+    parts.truncate(max_parts);
+    let mut header_values = 0;
     for (hdrs, content) in parts {
         let mut name = None;
         let mut filename = None;
@@ -210,6 +216,11 @@ pub fn process(data: &mut RequestData, body: &[u8], content_type: &[u8]) {
         }
         let name = name.unwrap_or_default();
         for h in &hdrs {
+            if header_values == max_parts {
+                over = true;
+                break;
+            }
+            header_values += 1;
             let e = data.entry(name.clone(), h.clone());
             data.multipart_part_headers.push(e);
         }
@@ -244,6 +255,7 @@ pub fn process(data: &mut RequestData, body: &[u8], content_type: &[u8]) {
     {
         data.multipart.strict_error = true;
     }
+    over
 }
 
 #[cfg(test)]
@@ -254,7 +266,7 @@ mod tests {
     fn fields_files_and_flags() {
         let body = b"--X\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--X\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--X--\r\n";
         let mut d = RequestData::default();
-        process(&mut d, body, b"multipart/form-data; boundary=X");
+        process(&mut d, body, b"multipart/form-data; boundary=X", 1000);
         assert!(!d.reqbody_error);
         assert!(!d.multipart.strict_error, "{:?}", d.multipart);
         assert_eq!(d.args_post.len(), 1);
@@ -267,6 +279,7 @@ mod tests {
             &mut broken,
             b"junk\r\n--X\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n",
             b"multipart/form-data; boundary=X",
+            1000,
         );
         assert!(broken.multipart.data_before);
         assert!(broken.reqbody_error);

@@ -3,7 +3,9 @@
 
 use crate::waf::variables::RequestData;
 
-pub fn process(data: &mut RequestData, body: &[u8]) {
+/// Fills `XML:/*` and at most `max_attrs` `XML://@*` values; true when there were more.
+pub fn process(data: &mut RequestData, body: &[u8], max_attrs: usize) -> bool {
+    let mut over = false;
     let mut text = Vec::new();
     let mut attrs = Vec::new();
     let mut depth: i64 = 0;
@@ -69,7 +71,11 @@ pub fn process(data: &mut RequestData, body: &[u8]) {
                 let e = tag[s..].iter().position(|&b| b == q).map(|p| s + p);
                 match e {
                     Some(e) => {
-                        attrs.push(unescape(&tag[s..e]));
+                        if attrs.len() < max_attrs {
+                            attrs.push(unescape(&tag[s..e]));
+                        } else {
+                            over = true;
+                        }
                         j = e + 1;
                     }
                     None => {
@@ -102,6 +108,7 @@ pub fn process(data: &mut RequestData, body: &[u8]) {
         let e = data.entry(&b"//@*"[..], a);
         data.xml_attrs.push(e);
     }
+    over
 }
 
 /// XML's predefined and numeric character references, as a parser hands them over.
@@ -155,6 +162,7 @@ mod tests {
         process(
             &mut d,
             b"<?xml version=\"1.0\"?><a x=\"1\"><b>hi</b><c y='2'/></a>",
+            1000,
         );
         assert!(!d.reqbody_error);
         assert_eq!(
@@ -163,7 +171,7 @@ mod tests {
         );
         assert_eq!(d.xml_attrs.len(), 2);
         let mut bad = RequestData::default();
-        process(&mut bad, b"<a><b></a");
+        process(&mut bad, b"<a><b></a", 1000);
         assert!(bad.reqbody_error);
     }
 }
