@@ -8,7 +8,7 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 use super::{
     actions::{Action, Ctl, EngineOverride, Macro, SetOp, apply_setop},
     body,
-    operator::ByteSet,
+    operator::{ByteSet, LiteralIndex},
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
@@ -91,6 +91,39 @@ struct State {
     cache: ValueCache,
     /// Values after a transformation chain, kept for the request.
     values: Vec<Cached>,
+    /// Which literal filters each of `values` passes.
+    literal_hits: LiteralHits,
+}
+
+/// Per request, for each cached value (by its index in [`State::values`]) scanned on first
+/// use: the literal filters ([`super::operator::LiteralIndex`]) one of whose factors it holds.
+#[derive(Default)]
+struct LiteralHits {
+    /// Offset + 1 of the value's bits in `bits`; 0 = not scanned yet.
+    at: Vec<u32>,
+    bits: Vec<u64>,
+}
+
+impl LiteralHits {
+    /// Whether `value` (cached at `index`) holds one of `filter`'s factors.
+    fn passes(&mut self, literals: &LiteralIndex, index: usize, value: &[u8], filter: u32) -> bool {
+        if index >= self.at.len() {
+            self.at.resize(index + 1, 0);
+        }
+        let at = match self.at[index] {
+            0 => {
+                let at = self.bits.len();
+                self.bits.resize(at + literals.words(), 0);
+                literals.scan(value, &mut self.bits[at..]);
+                self.at[index] = u32::try_from(at + 1).unwrap_or(0);
+                at
+            }
+            n => n as usize - 1,
+        };
+        self.bits
+            .get(at + filter as usize / 64)
+            .is_some_and(|w| w & (1 << (filter % 64)) != 0)
+    }
 }
 
 /// One value after one transformation chain, kept for the request.
@@ -424,6 +457,7 @@ impl Engine {
             force_body_var: false,
             matches: Vec::new(),
             cache: ValueCache::new(self.rules.chains.len()),
+            literal_hits: LiteralHits::default(),
             values: Vec::with_capacity(1024),
         };
         let mut flow = self.run_phase(1, &data, &mut st);
@@ -651,11 +685,20 @@ impl Engine {
                     continue;
                 }
                 for i in 0..b - a {
-                    let v = &st.values[cands.tvals[g + i] as usize];
+                    let vi = cands.tvals[g + i] as usize;
+                    let v = &st.values[vi];
                     if filters && !op.may_match(&v.bytes) {
                         continue;
                     }
                     let cand = &cands.arena[a + i];
+                    if let (Some(filter), Some(literals)) =
+                        (link.literal_filter, &self.rules.literals)
+                    {
+                        let value = v.value.as_deref().unwrap_or(&cand.value);
+                        if !st.literal_hits.passes(literals, vi, value, filter) {
+                            continue;
+                        }
+                    }
                     // Only the removals made before this link ran, as when collecting.
                     if removal
                         && st.removed_targets[..removals]

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 use super::{
     WafError,
     actions::{Action, Macro, parse_action},
-    operator::{ByteSet, Operator},
+    operator::{ByteSet, Factors, LiteralIndex, Operator},
     seclang::{self, Directive, RawAction},
     transform::Transform,
     variables::{Exclusion, Parsed, Target, parse_target},
@@ -47,6 +47,9 @@ pub struct Link {
     /// when every target reads request data that stays the same for a phase: links reading the
     /// same target share the values collected (and transformed) once per phase.
     pub target_ids: Option<Vec<u32>>,
+    /// This link's bit in a value's literal-index hits ([`RuleSet::literals`]), when its
+    /// operator has literal factors and its values are cached per phase (`target_ids`).
+    pub literal_filter: Option<u32>,
     /// `TX:NAME` when the link reads that one variable (the many paranoia-level guards):
     /// its MATCHED_VAR_NAME, built once rather than per request.
     pub tx_name: Option<Arc<str>>,
@@ -101,6 +104,8 @@ pub struct RuleSet {
     pub chains: Vec<Arc<[Transform]>>,
     /// How many distinct [`Link::target_ids`] there are.
     pub target_ids: u32,
+    /// The literal factors of every link with a [`Link::literal_filter`], in one automaton.
+    pub literals: Option<LiteralIndex>,
     pub rule_count: usize,
 }
 
@@ -183,6 +188,7 @@ impl Builder {
         }
         // After every SecRuleUpdateTarget*: the lists are final.
         let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut factors: Vec<Factors> = Vec::new();
         for phase in &mut self.set.phases {
             for item in &mut phase.items {
                 let Item::Rule(r) = item else { continue };
@@ -204,10 +210,15 @@ impl Builder {
                         list.push(*ids.entry(key).or_insert(next));
                     }
                     link.target_ids = Some(list);
+                    if let Some(f) = link.op.as_ref().and_then(Operator::literal_factors) {
+                        link.literal_filter = Some(factors.len() as u32);
+                        factors.push(f.clone());
+                    }
                 }
             }
         }
         self.set.target_ids = ids.len() as u32;
+        self.set.literals = LiteralIndex::new(&factors.iter().collect::<Vec<_>>());
         Ok(self.set)
     }
 
@@ -584,6 +595,7 @@ impl Builder {
             multi_match,
             multi_steps,
             target_ids: None,
+            literal_filter: None,
             tx_name,
             actions: link_actions,
         });

@@ -5,6 +5,7 @@
 mod compare;
 mod ip;
 mod libinjection;
+mod literals;
 mod pm;
 mod required;
 mod rx;
@@ -15,6 +16,7 @@ use std::path::Path;
 use super::actions::Macro;
 
 pub use libinjection::{detect_sqli, detect_xss};
+pub use literals::{Factors, LiteralIndex};
 pub use required::ByteSet;
 
 /// Why an operator could not be built from its rule text.
@@ -160,6 +162,19 @@ impl Operator {
             Kind::Rx(rx) => rx.required().admits(present),
             Kind::Pm(pm) => pm.required().admits(present),
             _ => true,
+        }
+    }
+
+    /// Strings one of which every match contains, for the shared literal index (`None`: no
+    /// such guarantee, or a negated or macro operator).
+    pub fn literal_factors(&self) -> Option<&Factors> {
+        if self.negated || self.macros {
+            return None;
+        }
+        match &self.kind {
+            Kind::Rx(rx) => rx.factors(),
+            Kind::Pm(pm) => pm.factors(),
+            _ => None,
         }
     }
 

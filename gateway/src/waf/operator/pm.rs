@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-use super::required::Required;
+use super::{
+    literals::{self, Factors},
+    required::Required,
+};
 
 #[derive(Debug)]
 pub(super) struct Pm {
     ac: Option<AhoCorasick>,
     required: Required,
+    /// The phrases, lowercased, for the shared literal index ([`super::literals`]).
+    factors: Option<Factors>,
 }
 
 impl Pm {
@@ -55,12 +60,17 @@ impl Pm {
         Self {
             ac: None,
             required: Required::default(),
+            factors: None,
         }
     }
 
     /// Bytes every match needs (see [`Required`]).
     pub(super) fn required(&self) -> &Required {
         &self.required
+    }
+
+    pub(super) fn factors(&self) -> Option<&Factors> {
+        self.factors.as_ref()
     }
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
@@ -91,6 +101,7 @@ fn build<P: AsRef<[u8]>>(phrases: &[P]) -> Result<Pm, String> {
     Ok(Pm {
         ac: Some(ac),
         required: Required::for_phrases(phrases),
+        factors: literals::for_phrases(phrases),
     })
 }
 

@@ -259,6 +259,7 @@ mod crs_property {
     use super::ByteSet;
     use crate::waf::{
         body, load_rules,
+        operator::LiteralIndex,
         rule::{Item, Link},
     };
 
@@ -299,17 +300,33 @@ mod crs_property {
         out
     }
 
-    /// Panics if the filter skips `link` on `raw` (transformed) although its operator matches.
-    fn check(id: u32, link: &Link, raw: &[u8], skipped: &mut usize) {
+    /// Panics if the byte filter or the literal index skips `link` on `raw` (transformed)
+    /// although its operator matches.
+    fn check(
+        id: u32,
+        link: &Link,
+        literals: Option<&LiteralIndex>,
+        raw: &[u8],
+        skipped: &mut [usize; 2],
+    ) {
         let Some(op) = &link.op else { return };
         let mut value = raw.to_vec();
         for t in link.transforms.iter() {
             value = t.apply(&value).into_owned();
         }
-        if op.may_match(&ByteSet::of(&value)) {
+        let by_bytes = op.filters() && !op.may_match(&ByteSet::of(&value));
+        let by_literals = match (link.literal_filter, literals) {
+            (Some(f), Some(index)) => {
+                let mut bits = vec![0u64; index.words()];
+                index.scan(&value, &mut bits);
+                bits[f as usize / 64] & (1 << (f % 64)) == 0
+            }
+            _ => false,
+        };
+        if !by_bytes && !by_literals {
             return;
         }
-        *skipped += 1;
+        skipped[usize::from(by_literals)] += 1;
         let no_macros = |_: &crate::waf::actions::Macro| -> String {
             unreachable!("filtered operators have no macros")
         };
@@ -334,12 +351,14 @@ mod crs_property {
                 Item::Marker(_) => None,
             })
             .flat_map(|r| r.links.iter().map(move |l| (r.id, l)))
-            .filter(|(_, l)| l.op.as_ref().is_some_and(|o| o.filters()))
+            .filter(|(_, l)| {
+                l.op.as_ref().is_some_and(|o| o.filters()) || l.literal_filter.is_some()
+            })
             .collect();
         assert!(links.len() > 250, "only {} links filtered", links.len());
         let corpus = std::fs::read_to_string(shared().join("corpora/crs-regression.jsonl"))
             .expect("corpus at ../shared/corpora");
-        let (mut skipped, mut cases) = (0, 0);
+        let (mut skipped, mut cases) = ([0, 0], 0);
         for (n, line) in corpus.lines().enumerate() {
             let case: serde_json::Value = serde_json::from_str(line).expect("jsonl");
             let rule_id = case.get("rule_id").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
@@ -350,11 +369,14 @@ mod crs_property {
                     continue;
                 }
                 for v in &values {
-                    check(id, link, v, &mut skipped);
+                    check(id, link, set.literals.as_ref(), v, &mut skipped);
                 }
             }
         }
         assert!(cases > 5000, "{cases}");
-        assert!(skipped > 100_000, "only {skipped} skipped calls checked");
+        assert!(
+            skipped[0] > 100_000 && skipped[1] > 500_000,
+            "only {skipped:?} skipped calls checked (bytes, literals)"
+        );
     }
 }

@@ -8,7 +8,11 @@
 //! point, so it is rewritten to `\xHH` first. Size limits are raised so the largest CRS regexes
 //! (assembled from thousands of words) compile.
 
-use super::{OperatorError, required::Required};
+use super::{
+    OperatorError,
+    literals::{self, Factors},
+    required::Required,
+};
 
 /// Compiled size limit: the biggest CRS v4 patterns need tens of MiB as NFAs.
 const SIZE_LIMIT: usize = 256 << 20;
@@ -22,6 +26,8 @@ pub(super) struct Rx {
     /// anchors make it so). CRS 920450 runs `^.*$` with `capture` on every header name only to
     /// copy it into TX.0; answered without a regex engine.
     whole: bool,
+    /// Strings one of which every match contains ([`super::literals`]).
+    factors: Option<Factors>,
 }
 
 /// Patterns that, under `(?sm)`, match every input from its first byte to its last.
@@ -41,6 +47,7 @@ impl Rx {
             re: Some(re),
             required: Required::for_regex(&full),
             whole: WHOLE_INPUT.contains(&pattern),
+            factors: literals::for_regex(&full),
         })
     }
 
@@ -50,12 +57,17 @@ impl Rx {
             re: None,
             required: Required::default(),
             whole: false,
+            factors: None,
         }
     }
 
     /// Bytes every match needs (see [`Required`]).
     pub(super) fn required(&self) -> &Required {
         &self.required
+    }
+
+    pub(super) fn factors(&self) -> Option<&Factors> {
+        self.factors.as_ref()
     }
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
