@@ -206,11 +206,10 @@ struct Cands<'d> {
     /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
     sets: Vec<Option<(usize, usize)>>,
     arena: Vec<Cand<'d>>,
-    /// By (target id, chain id), dense (CRS: ~50 x ~50, a few KB zeroed per phase, where a
-    /// hash map's inserts and lookups were ~3 % of a small request): index + 1 into `group_list`
-    /// (0: not computed yet).
+    /// By (target, chain) pair id ([`Link::target_ids`]; CRS PL1 has ~150, where a hash map's
+    /// inserts and lookups were ~3 % of a small request): index + 1 into `group_list` (0: not
+    /// computed yet).
     groups: Vec<u32>,
-    chains: usize,
     /// Where the indexes into [`State::values`] of the target's values after that chain start
     /// in `tvals` (parallel to the target's `arena` range), with the union of those values'
     /// bytes: an operator that this union cannot satisfy matches none of them (the byte
@@ -220,14 +219,12 @@ struct Cands<'d> {
 }
 
 impl<'d> Cands<'d> {
-    fn new(targets: u32, chains: usize) -> Self {
-        let chains = chains.max(1);
+    fn new(targets: u32, groups: u32) -> Self {
         Self {
             scratch: Vec::with_capacity(32),
             sets: vec![None; targets as usize],
             arena: Vec::with_capacity(256),
-            groups: vec![0; targets as usize * chains],
-            chains,
+            groups: vec![0; groups as usize],
             group_list: Vec::with_capacity(256),
             tvals: Vec::with_capacity(1024),
         }
@@ -257,17 +254,17 @@ impl<'d> Cands<'d> {
         range
     }
 
-    /// Where the target's values after `link`'s chain start in `tvals`, and the union of their
-    /// bytes (computed on first use).
+    /// Where the target's values (`a..b` in `arena`) after `link`'s chain (pair `gid`) start in
+    /// `tvals`, and the union of their bytes (computed on first use).
     fn group(
         &mut self,
-        tid: u32,
+        gid: u32,
         link: &Link,
         a: usize,
         b: usize,
         st: &mut State,
     ) -> (usize, ByteSet) {
-        let key = tid as usize * self.chains + link.chain_id as usize;
+        let key = gid as usize;
         if let Some(&i) = self.groups.get(key)
             && i > 0
         {
@@ -504,7 +501,7 @@ impl Engine {
     fn run_phase(&self, phase: usize, data: &RequestData, st: &mut State) -> Flow {
         let p = &self.rules.phases[phase];
         let mut i = 0;
-        let mut scratch = Cands::new(self.rules.target_ids, self.rules.chains.len());
+        let mut scratch = Cands::new(self.rules.target_ids, self.rules.groups);
         while i < p.items.len() {
             let Item::Rule(rule) = &p.items[i] else {
                 i += 1;
@@ -678,9 +675,9 @@ impl Engine {
             // A target's values depend only on the target and its own exclusions: collected,
             // transformed and their bytes noted once per phase, shared by every link that reads
             // them through the same chain; removals that apply to this rule filter them here.
-            for (t, &tid) in link.targets.iter().zip(ids.iter()) {
+            for (t, &(tid, gid)) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
-                let (g, union) = cands.group(tid, link, a, b, st);
+                let (g, union) = cands.group(gid, link, a, b, st);
                 if filters && !op.may_match(&union) {
                     continue;
                 }

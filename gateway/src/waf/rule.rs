@@ -45,8 +45,10 @@ pub struct Link {
     pub multi_steps: Vec<MultiStep>,
     /// Per target, an id interned from the target and the exclusions that can apply to it,
     /// when every target reads request data that stays the same for a phase: links reading the
-    /// same target share the values collected (and transformed) once per phase.
-    pub target_ids: Option<Vec<u32>>,
+    /// same target share the values collected (and transformed) once per phase. With it the id
+    /// of the (target, chain) pair: links reading the same target through the same chain share
+    /// the transformed values' indexes ([`RuleSet::groups`] such pairs).
+    pub target_ids: Option<Vec<(u32, u32)>>,
     /// This link's bit in a value's literal-index hits ([`RuleSet::literals`]), when its
     /// operator has literal factors and its values are cached per phase (`target_ids`).
     pub literal_filter: Option<u32>,
@@ -104,6 +106,8 @@ pub struct RuleSet {
     pub chains: Vec<Arc<[Transform]>>,
     /// How many distinct [`Link::target_ids`] there are.
     pub target_ids: u32,
+    /// How many distinct (target id, chain id) pairs links read.
+    pub groups: u32,
     /// The literal factors of every link with a [`Link::literal_filter`], in one automaton.
     pub literals: Option<LiteralIndex>,
     pub rule_count: usize,
@@ -188,6 +192,7 @@ impl Builder {
         }
         // After every SecRuleUpdateTarget*: the lists are final.
         let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut groups: HashMap<(u32, u32), u32> = HashMap::new();
         let mut factors: Vec<Factors> = Vec::new();
         for phase in &mut self.set.phases {
             for item in &mut phase.items {
@@ -207,7 +212,10 @@ impl Builder {
                         // them.
                         let key = format!("{t:?}{relevant:?}");
                         let next = ids.len() as u32;
-                        list.push(*ids.entry(key).or_insert(next));
+                        let tid = *ids.entry(key).or_insert(next);
+                        let next = groups.len() as u32;
+                        let gid = *groups.entry((tid, link.chain_id)).or_insert(next);
+                        list.push((tid, gid));
                     }
                     link.target_ids = Some(list);
                     if let Some(f) = link.op.as_ref().and_then(Operator::literal_factors) {
@@ -218,6 +226,7 @@ impl Builder {
             }
         }
         self.set.target_ids = ids.len() as u32;
+        self.set.groups = groups.len() as u32;
         self.set.literals = LiteralIndex::new(&factors.iter().collect::<Vec<_>>());
         Ok(self.set)
     }
