@@ -166,6 +166,15 @@ async fn detect_mode_forwards_and_audits() {
     proxy.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A URL-encoded POST of `body` to `/api/form`, closing the connection.
+fn form_post(body: &str) -> String {
+    format!(
+        "POST /api/form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// A body past `waf.body_limit` is refused before any rule runs (CPU per request is linear in
 /// what is inspected); with `partial` only its start is inspected, so an attack past the limit
 /// passes and one inside it is still caught.
@@ -175,27 +184,20 @@ async fn bodies_over_the_inspection_limit_are_refused_or_inspected_partially() {
     std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
     let backend = Backend::start("echo").await;
     let form = |tail: &str| format!("a={}&b={tail}", "x".repeat(1500));
-    let post = |body: &str| {
-        format!(
-            "POST /api/form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
     for (action, oversized_status) in [("reject", 413), ("partial", 200)] {
         let cfg = yaml(&backend, &dir.0, "block")
             + &format!("  body_limit: 1KiB\n  body_limit_action: {action}\n");
         let proxy = start(&cfg).await;
         let addr = proxy.addr("main").expect("listener");
-        let (status, text) = send(addr, post(&form("attack"))).await;
+        let (status, text) = send(addr, form_post(&form("attack"))).await;
         assert_eq!(status, oversized_status, "{action}: {text}");
         if action == "reject" {
             assert!(text.contains("\"code\":\"waf_body_too_large\""), "{text}");
         }
         // Within the limit the rules still see everything.
-        let (status, text) = send(addr, post("q=attack")).await;
+        let (status, text) = send(addr, form_post("q=attack")).await;
         assert_eq!(status, 403, "{action}: {text}");
-        let (status, text) = send(addr, post("q=fine")).await;
+        let (status, text) = send(addr, form_post("q=fine")).await;
         assert_eq!(status, 200, "{action}: {text}");
         proxy.shutdown(Duration::from_secs(2)).await;
     }
@@ -209,19 +211,12 @@ async fn bodies_over_the_argument_limit_are_refused_or_inspected_partially() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
     let backend = Backend::start("echo").await;
-    let post = |body: &str| {
-        format!(
-            "POST /api/form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
     for (action, over_status) in [("reject", 413), ("partial", 200)] {
         let cfg = yaml(&backend, &dir.0, "block")
             + &format!("  max_args: 3\n  body_limit_action: {action}\n");
         let proxy = start(&cfg).await;
         let addr = proxy.addr("main").expect("listener");
-        let (status, text) = send(addr, post("a=1&b=2&c=3&q=attack")).await;
+        let (status, text) = send(addr, form_post("a=1&b=2&c=3&q=attack")).await;
         assert_eq!(status, over_status, "{action}: {text}");
         if action == "reject" {
             assert!(
@@ -230,9 +225,9 @@ async fn bodies_over_the_argument_limit_are_refused_or_inspected_partially() {
             );
         }
         // At the limit every argument is inspected.
-        let (status, text) = send(addr, post("a=1&b=2&q=attack")).await;
+        let (status, text) = send(addr, form_post("a=1&b=2&q=attack")).await;
         assert_eq!(status, 403, "{action}: {text}");
-        let (status, text) = send(addr, post("a=1&b=2&q=fine")).await;
+        let (status, text) = send(addr, form_post("a=1&b=2&q=fine")).await;
         assert_eq!(status, 200, "{action}: {text}");
         proxy.shutdown(Duration::from_secs(2)).await;
     }

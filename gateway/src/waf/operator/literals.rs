@@ -79,16 +79,7 @@ fn exact(h: &Hir) -> Option<Factors> {
             }
             Some(out)
         }
-        HirKind::Alternation(subs) => {
-            let mut out = Vec::new();
-            for s in subs {
-                out.extend(exact(s)?);
-                if out.len() > MAX_CROSS {
-                    return None;
-                }
-            }
-            Some(out)
-        }
+        HirKind::Alternation(subs) => union(subs, exact, MAX_CROSS),
         HirKind::Repetition(_) => None,
     }
 }
@@ -127,6 +118,19 @@ fn class_bytes(c: &Class) -> Option<Vec<u8>> {
     (out.len() <= MAX_CLASS).then_some(out)
 }
 
+/// What `each` gives for every alternative, together; `None` if one gives nothing or the
+/// union grows past `limit` strings.
+fn union(subs: &[Hir], each: fn(&Hir) -> Option<Factors>, limit: usize) -> Option<Factors> {
+    let mut out = Vec::new();
+    for s in subs {
+        out.extend(each(s)?);
+        if out.len() > limit {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 fn cross(a: &Factors, b: &Factors) -> Option<Factors> {
     if a.len() * b.len() > MAX_CROSS {
         return None;
@@ -144,16 +148,7 @@ fn required(h: &Hir) -> Option<Factors> {
         HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
         HirKind::Capture(c) => required(&c.sub),
         HirKind::Repetition(r) if r.min >= 1 => required(&r.sub),
-        HirKind::Alternation(subs) => {
-            let mut out = Vec::new();
-            for s in subs {
-                out.extend(required(s)?);
-                if out.len() > MAX_UNION {
-                    return None;
-                }
-            }
-            Some(out)
-        }
+        HirKind::Alternation(subs) => union(subs, required, MAX_UNION),
         HirKind::Concat(subs) => {
             // Candidates: each run of adjacent exact pieces (their cross product is a substring
             // of every match), and what each other piece requires. The best one is kept.
