@@ -175,32 +175,51 @@ fn form_post(body: &str) -> String {
     )
 }
 
+/// Under `limit` (a `waf:` setting), with each `body_limit_action`: `over` is refused with 413
+/// `code` (`reject`) or passes with only part of it inspected (`partial`); bodies within the
+/// limit are inspected whole (`attack` refused with 403, `fine` passed).
+async fn over_limit_is_refused_or_inspected_partially(
+    limit: &str,
+    over: &str,
+    code: &str,
+    attack: &str,
+    fine: &str,
+) {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
+    let backend = Backend::start("echo").await;
+    for (action, over_status) in [("reject", 413), ("partial", 200)] {
+        let cfg = yaml(&backend, &dir.0, "block")
+            + &format!("  {limit}\n  body_limit_action: {action}\n");
+        let proxy = start(&cfg).await;
+        let addr = proxy.addr("main").expect("listener");
+        let (status, text) = send(addr, form_post(over)).await;
+        assert_eq!(status, over_status, "{action}: {text}");
+        if action == "reject" {
+            assert!(text.contains(&format!("\"code\":\"{code}\"")), "{text}");
+        }
+        let (status, text) = send(addr, form_post(attack)).await;
+        assert_eq!(status, 403, "{action}: {text}");
+        let (status, text) = send(addr, form_post(fine)).await;
+        assert_eq!(status, 200, "{action}: {text}");
+        proxy.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
 /// A body past `waf.body_limit` is refused before any rule runs (CPU per request is linear in
 /// what is inspected); with `partial` only its start is inspected, so an attack past the limit
 /// passes and one inside it is still caught.
 #[tokio::test]
 async fn bodies_over_the_inspection_limit_are_refused_or_inspected_partially() {
-    let dir = TempDir::new();
-    std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
-    let backend = Backend::start("echo").await;
-    let form = |tail: &str| format!("a={}&b={tail}", "x".repeat(1500));
-    for (action, oversized_status) in [("reject", 413), ("partial", 200)] {
-        let cfg = yaml(&backend, &dir.0, "block")
-            + &format!("  body_limit: 1KiB\n  body_limit_action: {action}\n");
-        let proxy = start(&cfg).await;
-        let addr = proxy.addr("main").expect("listener");
-        let (status, text) = send(addr, form_post(&form("attack"))).await;
-        assert_eq!(status, oversized_status, "{action}: {text}");
-        if action == "reject" {
-            assert!(text.contains("\"code\":\"waf_body_too_large\""), "{text}");
-        }
-        // Within the limit the rules still see everything.
-        let (status, text) = send(addr, form_post("q=attack")).await;
-        assert_eq!(status, 403, "{action}: {text}");
-        let (status, text) = send(addr, form_post("q=fine")).await;
-        assert_eq!(status, 200, "{action}: {text}");
-        proxy.shutdown(Duration::from_secs(2)).await;
-    }
+    let over = format!("a={}&b=attack", "x".repeat(1500));
+    over_limit_is_refused_or_inspected_partially(
+        "body_limit: 1KiB",
+        &over,
+        "waf_body_too_large",
+        "q=attack",
+        "q=fine",
+    )
+    .await;
 }
 
 /// A body with more arguments than `waf.max_args` is refused with `reject`; with `partial`
@@ -208,29 +227,14 @@ async fn bodies_over_the_inspection_limit_are_refused_or_inspected_partially() {
 /// third is caught), so a body of many tiny arguments cannot buy unbounded rule work.
 #[tokio::test]
 async fn bodies_over_the_argument_limit_are_refused_or_inspected_partially() {
-    let dir = TempDir::new();
-    std::fs::write(dir.0.join("own.conf"), RULES).expect("rules");
-    let backend = Backend::start("echo").await;
-    for (action, over_status) in [("reject", 413), ("partial", 200)] {
-        let cfg = yaml(&backend, &dir.0, "block")
-            + &format!("  max_args: 3\n  body_limit_action: {action}\n");
-        let proxy = start(&cfg).await;
-        let addr = proxy.addr("main").expect("listener");
-        let (status, text) = send(addr, form_post("a=1&b=2&c=3&q=attack")).await;
-        assert_eq!(status, over_status, "{action}: {text}");
-        if action == "reject" {
-            assert!(
-                text.contains("\"code\":\"waf_too_many_arguments\""),
-                "{text}"
-            );
-        }
-        // At the limit every argument is inspected.
-        let (status, text) = send(addr, form_post("a=1&b=2&q=attack")).await;
-        assert_eq!(status, 403, "{action}: {text}");
-        let (status, text) = send(addr, form_post("a=1&b=2&q=fine")).await;
-        assert_eq!(status, 200, "{action}: {text}");
-        proxy.shutdown(Duration::from_secs(2)).await;
-    }
+    over_limit_is_refused_or_inspected_partially(
+        "max_args: 3",
+        "a=1&b=2&c=3&q=attack",
+        "waf_too_many_arguments",
+        "a=1&b=2&q=attack",
+        "a=1&b=2&q=fine",
+    )
+    .await;
 }
 
 #[tokio::test]
