@@ -216,11 +216,17 @@ struct Cands<'d> {
     /// conditions are monotone), one check for the whole target.
     group_list: Vec<(usize, ByteSet)>,
     tvals: Vec<u32>,
+    /// By [`Link::target_set`]: index + 1 into `set_unions` (0: not computed yet).
+    sets_seen: Vec<u32>,
+    /// The union of the bytes of every value of a target set (after its chain).
+    set_unions: Vec<ByteSet>,
 }
 
 impl<'d> Cands<'d> {
-    fn new(targets: u32, groups: u32) -> Self {
+    fn new(targets: u32, groups: u32, sets: u32) -> Self {
         Self {
+            sets_seen: vec![0; sets as usize],
+            set_unions: Vec::with_capacity(sets as usize),
             scratch: Vec::with_capacity(32),
             sets: vec![None; targets as usize],
             arena: Vec::with_capacity(256),
@@ -287,6 +293,34 @@ impl<'d> Cands<'d> {
             *slot = u32::try_from(self.group_list.len()).unwrap_or(0);
         }
         (g, union)
+    }
+
+    /// The union of the bytes of all of `link`'s values (its [`Link::target_set`] `sid`),
+    /// computed on first use.
+    fn set_union(
+        &mut self,
+        sid: u32,
+        link: &Link,
+        ids: &[(u32, u32)],
+        data: &'d RequestData,
+        st: &mut State,
+    ) -> ByteSet {
+        let key = sid as usize;
+        if let Some(&i) = self.sets_seen.get(key)
+            && i > 0
+        {
+            return self.set_unions[i as usize - 1];
+        }
+        let mut union = ByteSet::default();
+        for (t, &(tid, gid)) in link.targets.iter().zip(ids) {
+            let (a, b) = self.set(tid, t, &link.exclusions, data, st);
+            union.union(&self.group(gid, link, a, b, st).1);
+        }
+        self.set_unions.push(union);
+        if let Some(slot) = self.sets_seen.get_mut(key) {
+            *slot = u32::try_from(self.set_unions.len()).unwrap_or(0);
+        }
+        union
     }
 }
 
@@ -501,7 +535,11 @@ impl Engine {
     fn run_phase(&self, phase: usize, data: &RequestData, st: &mut State) -> Flow {
         let p = &self.rules.phases[phase];
         let mut i = 0;
-        let mut scratch = Cands::new(self.rules.target_ids, self.rules.groups);
+        let mut scratch = Cands::new(
+            self.rules.target_ids,
+            self.rules.groups,
+            self.rules.target_sets,
+        );
         while i < p.items.len() {
             let Item::Rule(rule) = &p.items[i] else {
                 i += 1;
@@ -639,6 +677,14 @@ impl Engine {
             return true;
         }
         let filters = op.filters();
+        // Nothing any of the link's values holds can satisfy the operator: removals only take
+        // values away, so none can match whatever they remove.
+        if filters
+            && let (Some(sid), Some(ids)) = (link.target_set, &link.target_ids)
+            && !op.may_match(&cands.set_union(sid, link, ids, data, st))
+        {
+            return false;
+        }
         let mut caps: Vec<Vec<u8>> = Vec::new();
         let mut new_matches: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
         // Exclusions from `ctl` and the configuration that apply to this rule.

@@ -137,6 +137,8 @@ pub struct SqliState<'a> {
     
     // The fingerprint
     pub fingerprint: [u8; 8],
+    // Whether `fingerprint` holds the last computed one (vendored change 4).
+    fingerprinted: bool,
     
     // Various statistics
     pub stats_comment_ddw: i32,
@@ -174,6 +176,7 @@ impl<'a> SqliState<'a> {
             pos: 0,
             current_token: None,
             fingerprint: [0; 8],
+            fingerprinted: false,
             stats_comment_ddw: 0,
             stats_comment_ddx: 0,
             stats_comment_c: 0,
@@ -204,6 +207,11 @@ impl<'a> SqliState<'a> {
     
     /// Get the fingerprint for the input
     pub fn get_fingerprint(&mut self) -> Fingerprint {
+        // The one `detect` computed last, as C's `sql_state->fingerprint` (vendored change 4:
+        // the published code tokenized and folded the whole input again).
+        if self.fingerprinted {
+            return Fingerprint::new(self.fingerprint);
+        }
         self.fingerprint()
     }
     
@@ -325,6 +333,7 @@ impl<'a> SqliState<'a> {
         let token_count = self.fold_tokens();
         
         self.generate_fingerprint(token_count);
+        self.fingerprinted = true;
         Fingerprint::new(self.fingerprint)
     }
     
