@@ -1493,6 +1493,27 @@ mod tests {
         assert_eq!(ids(&e, "/?k=abc"), vec![1, 2, 4, 6]);
     }
 
+    /// The (value, chain) table a worker thread keeps between requests answers only for the
+    /// request that filled it: a value cached by one request is never another's, also when
+    /// requests of two rule sets (a reload) alternate on the thread.
+    #[test]
+    fn the_value_cache_kept_by_the_thread_holds_nothing_of_earlier_requests() {
+        let one = engine(
+            "SecRule ARGS \"@contains evil\" \"id:1,phase:1,pass,log,msg:'a',t:none,t:lowercase\"\n",
+        );
+        let two = engine(
+            "SecRule ARGS \"@contains evil\" \"id:2,phase:1,pass,log,msg:'a',t:none,t:urlDecode,t:lowercase\"\n\
+             SecRule ARGS \"@contains evil\" \"id:3,phase:1,pass,log,msg:'b',t:none,t:trim,t:lowercase\"\n",
+        );
+        for _ in 0..3 {
+            assert_eq!(ids(&one, "/?a=EVIL&b=fine"), vec![1]);
+            assert_eq!(ids(&one, "/?a=fine&b=fine"), Vec::<u32>::new());
+            assert_eq!(ids(&two, "/?a=fine&b=EViL"), vec![2, 3]);
+            assert_eq!(ids(&two, "/?a=fine"), Vec::<u32>::new());
+            assert_eq!(ids(&one, "/?b=x&a=y&c=eViL"), vec![1]);
+        }
+    }
+
     /// `multiMatch` runs the operator on the value before the chain and after every step that
     /// changed it, from the per-request cache it shares with links whose chain is that prefix
     /// (rule 41 computes `lowercase` first, 42 reads it as its first step).
