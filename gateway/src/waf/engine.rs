@@ -1017,11 +1017,17 @@ fn transform<'v>(chain: &[super::transform::Transform], v: &'v [u8]) -> Cow<'v, 
 }
 
 fn var_name(var: Var, key: &[u8]) -> String {
+    let name = var.name();
     if key.is_empty() {
-        var.name().to_owned()
-    } else {
-        format!("{}:{}", var.name(), String::from_utf8_lossy(key))
+        return name.to_owned();
     }
+    // Pushed rather than `format!`ted: this runs for every matching value.
+    let key = String::from_utf8_lossy(key);
+    let mut out = String::with_capacity(name.len() + 1 + key.len());
+    out.push_str(name);
+    out.push(':');
+    out.push_str(&key);
+    out
 }
 
 /// A macro reference (`tx.x`, `matched_var`, `request_headers.host`, `rule.id`), lowercase.
