@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod demo;
 mod exec;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -33,6 +34,8 @@ enum Command {
     Demo,
     /// Benchmarks; results as JSON and a markdown table.
     Bench(bench::BenchArgs),
+    /// The cargo-fuzz targets of `gateway/fuzz`, each for a bounded time (nightly, sanitizers).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +57,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => {
             setup::run()?;
             bench::run(&args)
+        }
+        Command::Fuzz(args) => {
+            setup::run()?;
+            fuzz::run(&args)
         }
     }
 }
