@@ -53,8 +53,8 @@ pub struct Link {
     /// when no target is counted (`&ARGS`) and the link is not `multiMatch`: the union of the
     /// bytes of all its values (after its chain) is computed once per phase for every link
     /// reading the same targets the same way, and a link its operator's byte filter rules out
-    /// on that union is skipped in one check. Most CRS rules read the same six or eight
-    /// targets; on a benign request nearly all of them are skipped so.
+    /// on that union is skipped in one check instead of one per target (most CRS rules read
+    /// the same six or eight targets).
     pub target_set: Option<u32>,
     /// This link's bit in a value's literal-index hits ([`RuleSet::literals`]), when its
     /// operator has literal factors and its values are cached per phase (`target_ids`).
