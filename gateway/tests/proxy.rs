@@ -904,3 +904,91 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
         Some("https://api.test:8443/orders?page=2")
     );
 }
+
+/// The gateway's own HTTP/1.1 path and hyper behind it, on one connection and on others: what
+/// it serves itself (pipelined requests, a body in two pieces) and what it hands to hyper
+/// (chunked bodies, `Expect: 100-continue`, HTTP/1.0, the HTTP/2 preface) all answer, in order.
+#[tokio::test]
+async fn own_http1_path_and_its_handovers_to_hyper_answer_alike() {
+    let b = Backend::start("b").await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["{}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#,
+        b.url()
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let body_of = |text: &str| -> serde_json::Value {
+        let (_, body) = text.split_once("\r\n\r\n").expect("head");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    // Two requests in one write: two answers, in order.
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let one = one_response(&mut s).await;
+    assert!(one.starts_with("HTTP/1.1 200 OK\r\n"), "{one}");
+    assert!(one.to_ascii_lowercase().contains("\r\ndate: "), "{one}");
+    assert_eq!(body_of(&one)["path"], "/one");
+    assert_eq!(body_of(&one_response(&mut s).await)["path"], "/two");
+    // A body in two pieces, the second after a pause.
+    s.write_all(b"POST /split HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"world").await.expect("write");
+    let split = body_of(&one_response(&mut s).await);
+    assert_eq!(
+        (split["path"].as_str(), split["body_len"].as_u64()),
+        (Some("/split"), Some(10))
+    );
+    // A chunked body: hyper's from here on, on the same connection, and so is what follows.
+    s.write_all(
+        b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let chunked = body_of(&one_response(&mut s).await);
+    assert_eq!(chunked["body_len"], 5);
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(body_of(&one_response(&mut s).await)["path"], "/after");
+
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"PUT /expect HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).await.expect("100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"abc").await.expect("write");
+    assert_eq!(body_of(&one_response(&mut s).await)["body_len"], 3);
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let r = raw(addr, b"GET /old HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/old")));
+
+    // HTTP/2 with prior knowledge on the plain listener.
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{addr}/h2c"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("h2c request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+}

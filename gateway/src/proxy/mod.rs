@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod headers;
+mod http1;
 pub mod identity;
 pub mod normalize;
 pub mod problem;

@@ -1,5 +1,6 @@
 //! Listeners and connections: accept, optional PROXY protocol (trusted balancers only), optional
-//! TLS, then hyper serving HTTP/1.1 and HTTP/2 with the configured limits. Reload swaps the
+//! TLS, then HTTP/1.1 on the gateway's own path (`http1`) and HTTP/2 (and whatever that path
+//! hands over) on hyper, with the configured limits. Reload swaps the
 //! routing/upstream generation atomically and applies listener changes (new sockets are bound
 //! before anything changes); shutdown stops accepting and drains.
 
@@ -22,6 +23,7 @@ use tokio::{
 
 use super::{
     access_log::AccessLog,
+    http1,
     identity::TrustedProxies,
     proxy_protocol,
     router::Router,
@@ -552,12 +554,13 @@ async fn serve(
                 tls: Some(info),
                 redirect_https_port: None,
             });
-            let builder = if h2 {
-                builder.http2_only()
+            if h2 {
+                let builder = builder.http2_only();
+                run(builder, TokioIo::new(stream), shared, conn, &mut stop).await
             } else {
-                builder.http1_only()
-            };
-            run(builder, TokioIo::new(stream), shared, conn, &mut stop).await
+                let builder = builder.http1_only();
+                serve_http1(stream, builder, shared, conn, &limits, &mut stop).await
+            }
         }
         None => {
             let conn = Arc::new(Connection {
@@ -567,8 +570,27 @@ async fn serve(
                 tls: None,
                 redirect_https_port,
             });
-            run(builder, TokioIo::new(tcp), shared, conn, &mut stop).await
+            serve_http1(tcp, builder, shared, conn, &limits, &mut stop).await
         }
+    }
+}
+
+/// HTTP/1.1 on the gateway's own path (`http1`); hyper, built by `builder`, takes over the
+/// connection for whatever that path hands over (the HTTP/2 preface included).
+async fn serve_http1<I>(
+    io: I,
+    builder: auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    limits: &HttpLimits,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match http1::serve(io, &shared, &conn, limits, stop).await? {
+        http1::Served::Done => Ok(()),
+        http1::Served::Handover(io) => run(builder, TokioIo::new(io), shared, conn, stop).await,
     }
 }
 
@@ -586,7 +608,11 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        service::handle(Arc::clone(&shared), Arc::clone(&conn), req)
+        service::handle(
+            Arc::clone(&shared),
+            Arc::clone(&conn),
+            req.map(service::ClientBody::Hyper),
+        )
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);

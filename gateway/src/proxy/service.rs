@@ -97,7 +97,7 @@ struct Outcome<'r> {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Connection>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     // Cheap: standard methods are not allocated.
@@ -249,7 +249,7 @@ type Failure<'r> = (Problem, Outcome<'r>);
 async fn pipeline<'r>(
     runtime: &'r Runtime,
     conn: &Connection,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     (request_id, request_id_value): (&str, Option<HeaderValue>),
     client_ip: IpAddr,
 ) -> Result<(Response<Body>, Outcome<'r>), Failure<'r>> {
@@ -551,18 +551,72 @@ async fn stages(
     Ok(())
 }
 
+/// A client's request body as the pipeline gets it.
+pub enum ClientBody {
+    /// Read by hyper as the pipeline asks for it.
+    Hyper(Incoming),
+    /// Read whole with the head by the gateway's own HTTP/1.1 path (`None`: no body).
+    Whole(Option<Bytes>),
+    /// The gateway's own HTTP/1.1 path gave up waiting for the rest of it (the body timeout
+    /// passed): whoever reads it answers 408, as for a body that stalls while streamed.
+    Stalled,
+}
+
+impl ClientBody {
+    fn stalled(&self) -> bool {
+        matches!(self, Self::Stalled)
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Self::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Stalled => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(body) => body.is_end_stream(),
+            Self::Whole(data) => data.is_none(),
+            Self::Stalled => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(body) => body.size_hint(),
+            Self::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Stalled => SizeHint::default(),
+        }
+    }
+}
+
 /// The request body as it goes upstream.
 enum RequestBody {
     /// Streamed through [`LimitedBody`]: the default.
-    Streamed(Incoming),
+    Streamed(ClientBody),
     /// Read whole because a stage judges it.
     Buffered(Bytes),
 }
 
 /// Reads a body whole, refusing (413) once it passes `limit`; a client that pauses longer than
 /// `idle` between two pieces gets 408, one that fails mid-body 400.
-async fn read_body(mut body: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Problem> {
+async fn read_body(mut body: ClientBody, limit: u64, idle: Duration) -> Result<Bytes, Problem> {
     let too_large = || Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    if body.stalled() {
+        return Err(body_timeout());
+    }
     // One piece (the usual small API body) is kept as it came; only more are copied together.
     let mut first: Option<Bytes> = None;
     let mut rest = bytes::BytesMut::new();
@@ -628,7 +682,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 /// HTTP/1.1 `Host`, or the HTTP/2 `:authority`.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host(req: &Request<ClientBody>) -> Option<String> {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -649,7 +703,7 @@ fn strip_port(host: &str) -> &str {
     })
 }
 
-fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<Body> {
+fn redirect_https(req: &Request<ClientBody>, port: u16) -> Response<Body> {
     let host = request_host(req).unwrap_or_default();
     let host = strip_port(&host);
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -679,7 +733,7 @@ const BODY_TIMED_OUT: u8 = 2;
 /// has gone through (413 without ever buffering the body) or once the client pauses longer than
 /// `idle` between two pieces (408).
 struct LimitedBody {
-    inner: Incoming,
+    inner: ClientBody,
     remaining: u64,
     idle: Duration,
     /// Armed only while waiting for the client: a body that is already there starts no timer.
@@ -704,6 +758,10 @@ impl hyper::body::Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if this.inner.stalled() {
+            this.fault.store(BODY_TIMED_OUT, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending() {
             let idle = this.idle;
@@ -729,8 +787,7 @@ impl hyper::body::Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            other => other,
         }
     }
 
