@@ -128,7 +128,7 @@ fn diff(a: &DiffArgs) -> anyhow::Result<()> {
         };
         let query = record.pointer("/url/query").and_then(|v| v.as_str());
         let path = match normalize::normalize(path) {
-            Ok(p) => p,
+            Ok(p) => p.into_owned(),
             Err(e) => {
                 let key = (
                     400,

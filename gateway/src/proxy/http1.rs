@@ -71,24 +71,76 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(1024);
+    // Per connection, not per request: a timer and a shutdown watch registered once (each
+    // registration per request cost more than parsing the head).
+    let mut timer = Timer::new(limits.header_timeout);
+    let mut watcher = stop.clone();
+    let stopped = watcher.changed();
+    tokio::pin!(stopped);
+    let mut stopping = *stop.borrow();
     loop {
         // Shutdown: the request in flight was answered; no new one starts.
-        if *stop.borrow() || stop.has_changed().is_err() {
+        stopping |= stop.has_changed().unwrap_or(true);
+        if stopping {
             let _ = io.shutdown().await;
             return Ok(Served::Done);
         }
-        let (req, keep_alive) = match read_request(&mut io, &mut buf, limits, stop).await? {
+        timer.expect_head(limits.header_timeout);
+        let next = read_request(&mut io, &mut buf, limits, &mut timer, stopped.as_mut()).await?;
+        let (req, keep_alive) = match next {
             Next::Request(req, keep_alive) => (req, keep_alive),
             Next::Closed => return Ok(Served::Done),
             Next::Handover => return Ok(Served::Handover(Rewind::new(io, buf.freeze()))),
         };
         let head_request = req.method() == Method::HEAD;
         let Ok(resp) = service::handle(Arc::clone(shared), Arc::clone(conn), req).await;
-        let keep_alive = keep_alive && !*stop.borrow();
+        // Asked to stop meanwhile: this answer says the connection closes.
+        let keep_alive = keep_alive && !stop.has_changed().unwrap_or(true);
         write_response(&mut io, &mut out, resp, head_request, keep_alive).await?;
         if !keep_alive {
             let _ = io.shutdown().await;
             return Ok(Served::Done);
+        }
+    }
+}
+
+/// The connection's one timer, moved lazily: a new deadline later than the armed one is only
+/// noted (a clock read); the wheel entry is reset when it fires before the noted deadline, or
+/// at once when a deadline comes earlier.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+impl Timer {
+    fn new(first: std::time::Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + first;
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+        }
+    }
+
+    /// The head of the next request is due within `timeout` from now.
+    fn expect_head(&mut self, timeout: std::time::Duration) {
+        self.set(tokio::time::Instant::now() + timeout);
+    }
+
+    fn set(&mut self, deadline: tokio::time::Instant) {
+        self.deadline = deadline;
+        if deadline < self.sleep.deadline() {
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Ready when the noted deadline has passed.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= self.deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(self.deadline);
         }
     }
 }
@@ -106,15 +158,15 @@ enum Next {
 /// Reads until `buf` starts with a whole request (head and body). The head gets the header
 /// timeout, counted from the end of the previous response as hyper counts it (an idle
 /// keep-alive connection closes after it too); from the end of the head on, the body gets the
-/// body timeout as the longest pause between two pieces.
-async fn read_request<I: AsyncRead + Unpin>(
+/// body timeout as the longest pause between two pieces. `stopped`: shutdown, which closes an
+/// idle connection.
+async fn read_request<I: AsyncRead + Unpin, S: Future>(
     io: &mut I,
     buf: &mut BytesMut,
     limits: &HttpLimits,
-    stop: &mut watch::Receiver<bool>,
+    timer: &mut Timer,
+    mut stopped: Pin<&mut S>,
 ) -> io::Result<Next> {
-    let timeout = tokio::time::sleep(limits.header_timeout);
-    tokio::pin!(timeout);
     let mut body_pending = false;
     loop {
         if !buf.is_empty() {
@@ -126,9 +178,7 @@ async fn read_request<I: AsyncRead + Unpin>(
                 } => {}
                 Parsed::Partial { body_pending: true } => {
                     body_pending = true;
-                    timeout
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + limits.body_timeout);
+                    timer.set(tokio::time::Instant::now() + limits.body_timeout);
                 }
             }
         }
@@ -144,7 +194,7 @@ async fn read_request<I: AsyncRead + Unpin>(
                     return Ok(Next::Closed);
                 }
             }
-            () = &mut timeout => {
+            () = timer.expired() => {
                 // A head that took too long closes the connection (slowloris); a stalled body
                 // is the pipeline's to answer (408), and the connection closes after it.
                 return Ok(match body_pending.then(|| parse(buf, true)) {
@@ -152,7 +202,7 @@ async fn read_request<I: AsyncRead + Unpin>(
                     _ => Next::Closed,
                 });
             }
-            _ = stop.changed(), if idle => return Ok(Next::Closed),
+            _ = stopped.as_mut(), if idle => return Ok(Next::Closed),
         }
     }
 }

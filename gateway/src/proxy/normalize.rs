@@ -3,6 +3,8 @@
 //! duplicate slashes are resolved; encoded slashes, backslashes, NUL, path parameters and broken
 //! percent-encoding are refused (400) because upstreams disagree on what they mean.
 
+use std::borrow::Cow;
+
 /// Why a path was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
@@ -53,7 +55,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Normalises the path part of a request target (no query).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -63,7 +65,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         && !raw.contains("//")
         && !raw.contains("/.");
     if clean {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     // 1. Percent-decoding of unreserved characters only; everything else stays encoded (with
     //    upper-case hex) so the upstream sees the same bytes we judged.
@@ -131,7 +133,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if path.is_empty() || trailing {
         path.push('/');
     }
-    Ok(path)
+    Ok(Cow::Owned(path))
 }
 
 fn utf8_len(first: u8) -> usize {

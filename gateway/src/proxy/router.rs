@@ -301,6 +301,11 @@ impl Route {
     }
 
     /// The path to send upstream: prefix stripped, prefix added.
+    /// Whether the upstream sees another path than the client's normalised one.
+    pub fn rewrites_path(&self) -> bool {
+        self.strip_prefix.is_some() || self.add_prefix.is_some()
+    }
+
     pub fn upstream_path(&self, path: &str) -> String {
         let mut rest = path;
         if let Some(strip) = &self.strip_prefix {

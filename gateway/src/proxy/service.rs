@@ -3,6 +3,7 @@
 //! in between routing and the upstream call.
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     pin::Pin,
@@ -103,9 +104,9 @@ pub async fn handle(
     // Cheap: standard methods are not allocated.
     let metrics_method = shared.metrics.as_ref().map(|_| req.method().clone());
     let runtime = shared.runtime.load_full();
-    let request_id = request_id(req.headers());
     // Made once: the upstream request and the response share its bytes.
-    let request_id_value = HeaderValue::from_str(&request_id).ok();
+    let request_id_value = request_id(req.headers());
+    let request_id = request_id_value.to_str().unwrap_or_default();
     let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
     // What the access log needs, taken before the request is consumed; nothing when it is off.
     let log_fields = shared.access_log.enabled().then(|| {
@@ -134,10 +135,10 @@ pub async fn handle(
             code: Some(problem.code),
             ..Outcome::default()
         };
-        (problem.into_response(&request_id), outcome)
+        (problem.into_response(request_id), outcome)
     } else {
         let behind_proxy = runtime.trusted.contains(conn.peer.ip());
-        let ids = (&*request_id, request_id_value.clone());
+        let ids = (request_id, request_id_value.clone());
         let (resp, outcome) = match pipeline(&runtime, &conn, req, ids, client_ip).await {
             Ok(done) => done,
             Err((problem, outcome)) => {
@@ -151,7 +152,7 @@ pub async fn handle(
                     shared.events.as_ref().zip(event_fields.as_ref())
                 {
                     let info = RequestInfo {
-                        request_id: &request_id,
+                        request_id,
                         client_ip,
                         behind_proxy,
                         method,
@@ -162,7 +163,7 @@ pub async fn handle(
                     };
                     events.on_rejected(&info, &problem, shared.violations.as_ref());
                 }
-                (problem.into_response(&request_id), outcome)
+                (problem.into_response(request_id), outcome)
             }
         };
         if let Some(sink) = &shared.violations {
@@ -172,7 +173,7 @@ pub async fn handle(
         }
         if let Some((events, (method, uri))) = shared.events.as_ref().zip(event_fields.as_ref()) {
             let info = RequestInfo {
-                request_id: &request_id,
+                request_id,
                 client_ip,
                 behind_proxy,
                 method,
@@ -187,13 +188,12 @@ pub async fn handle(
         }
         (resp, outcome)
     };
-    if let Some(v) = request_id_value {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
-    }
+    resp.headers_mut()
+        .insert(X_REQUEST_ID, request_id_value.clone());
 
     if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
         shared.access_log.log(&super::access_log::Entry {
-            request_id: &request_id,
+            request_id,
             method: method.as_str(),
             status: resp.status().as_u16(),
             duration: started.elapsed(),
@@ -250,7 +250,7 @@ async fn pipeline<'r>(
     runtime: &'r Runtime,
     conn: &Connection,
     req: Request<ClientBody>,
-    (request_id, request_id_value): (&str, Option<HeaderValue>),
+    (request_id, request_id_value): (&str, HeaderValue),
     client_ip: IpAddr,
 ) -> Result<(Response<Body>, Outcome<'r>), Failure<'r>> {
     let mut outcome = Outcome::default();
@@ -305,7 +305,9 @@ async fn pipeline<'r>(
     }
 
     // One normalisation, before routing, so routing and every later stage judge the same path.
-    let path = match normalize::normalize(req.uri().path()) {
+    // A clone shares the URI's bytes; the path borrows it, not the request (consumed below).
+    let uri = req.uri().clone();
+    let path = match normalize::normalize(uri.path()) {
         Ok(p) => p,
         Err(e) => {
             return Err(fail(
@@ -317,7 +319,10 @@ async fn pipeline<'r>(
 
     // Route on host + normalised path + method.
     let host = request_host(&req);
-    let host_no_port = host.as_deref().map_or("", strip_port);
+    let host_no_port = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map_or("", strip_port);
     let (route, params) = match runtime.router.find(host_no_port, &path, req.method()) {
         Found::Route { route, params } => (route, params),
         Found::MethodNotAllowed(allowed) => {
@@ -412,21 +417,25 @@ async fn pipeline<'r>(
         ));
     };
     let tls = conn.tls.is_some();
-    let mut target = route.upstream_path(&path);
-    if let Some(q) = parts.uri.query() {
-        target.push('?');
-        target.push_str(q);
-    }
-    parts.uri = match target.parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => {
-            return Err(fail(
-                Problem::new(StatusCode::BAD_REQUEST, "bad_request_target"),
-                &mut outcome,
-            ));
+    // The client's target goes as it came (its bytes shared) unless the route rewrites the path
+    // or normalisation changed it.
+    if route.rewrites_path() || matches!(path, Cow::Owned(_)) {
+        let mut target = route.upstream_path(&path);
+        if let Some(q) = parts.uri.query() {
+            target.push('?');
+            target.push_str(q);
         }
-    };
-    let host_value = host.and_then(|h| HeaderValue::from_str(&h).ok());
+        parts.uri = match target.parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => {
+                return Err(fail(
+                    Problem::new(StatusCode::BAD_REQUEST, "bad_request_target"),
+                    &mut outcome,
+                ));
+            }
+        };
+    }
+    let host_value = host;
     headers::strip_hop_by_hop(&mut parts.headers);
     // Forwarding headers, Host, the request id and X-Real-IP: one growth instead of several.
     parts.headers.reserve(6);
@@ -440,9 +449,7 @@ async fn pipeline<'r>(
     if let Some(h) = host_value {
         parts.headers.insert(header::HOST, h);
     }
-    if let Some(v) = request_id_value {
-        parts.headers.insert(X_REQUEST_ID, v);
-    }
+    parts.headers.insert(X_REQUEST_ID, request_id_value);
     // The client as every stage sees it; a client-sent X-Real-IP was dropped with the other
     // forwarding headers unless a trusted proxy set it.
     let real_ip = if client_ip == conn.peer.ip() {
@@ -452,30 +459,52 @@ async fn pipeline<'r>(
     };
     parts.headers.insert(headers::X_REAL_IP, real_ip);
     parts.version = http::Version::HTTP_11;
-    let fault = Arc::new(AtomicU8::new(BODY_OK));
+    // What became of a streamed body, read if the upstream call fails.
+    let mut fault = None;
     let body = match body {
-        RequestBody::Streamed(inner) => LimitedBody {
-            inner,
-            remaining: body_limit,
-            idle: limits.body_timeout,
-            timer: None,
-            fault: Arc::clone(&fault),
-        }
-        .boxed(),
-        RequestBody::Buffered(bytes) => http_body_util::Full::new(bytes)
+        // No body: nothing to limit or time, and boxing nothing allocates nothing.
+        RequestBody::Streamed(ClientBody::Whole(None)) => http_body_util::Empty::new()
             .map_err(|never| match never {})
             .boxed(),
+        RequestBody::Streamed(ClientBody::Whole(Some(bytes))) | RequestBody::Buffered(bytes) => {
+            if bytes.len() as u64 > body_limit {
+                return Err(fail(
+                    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                    &mut outcome,
+                ));
+            }
+            http_body_util::Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed()
+        }
+        RequestBody::Streamed(inner) => {
+            let flag = Arc::new(AtomicU8::new(BODY_OK));
+            fault = Some(Arc::clone(&flag));
+            LimitedBody {
+                inner,
+                remaining: body_limit,
+                idle: limits.body_timeout,
+                timer: None,
+                fault: flag,
+            }
+            .boxed()
+        }
+    };
+    let fault = || {
+        fault
+            .as_ref()
+            .map_or(BODY_OK, |f| f.load(Ordering::Relaxed))
     };
 
     let response = match upstream.send(Request::from_parts(parts, body)).await {
         Ok(r) => r,
-        Err(_) if fault.load(Ordering::Relaxed) == BODY_TOO_LARGE => {
+        Err(_) if fault() == BODY_TOO_LARGE => {
             return Err(fail(
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
                 &mut outcome,
             ));
         }
-        Err(_) if fault.load(Ordering::Relaxed) == BODY_TIMED_OUT => {
+        Err(_) if fault() == BODY_TIMED_OUT => {
             return Err(fail(body_timeout(), &mut outcome));
         }
         Err(e) => {
@@ -657,16 +686,18 @@ fn body_timeout() -> Problem {
 
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// `X-Request-Id` from the client when it is sane, else a fresh random one.
-fn request_id(headers: &http::HeaderMap) -> String {
-    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+/// `X-Request-Id` from the client when it is sane (its bytes shared, not copied), else a fresh
+/// random one (one allocation, shared by the upstream request and the response).
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
         && !id.is_empty()
         && id.len() <= 128
         && id
-            .bytes()
+            .as_bytes()
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        return id.to_owned();
+        return id.clone();
     }
     // Hex by hand, a byte at a time: `format!` costs more than the rest of this function (per
     // request), and a 128-bit shift per digit half of it.
@@ -677,17 +708,20 @@ fn request_id(headers: &http::HeaderMap) -> String {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0xf)];
     }
-    // Hex digits are ASCII: the check cannot fail.
-    std::str::from_utf8(&id).unwrap_or_default().to_owned()
+    // Hex digits are always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// HTTP/1.1 `Host`, or the HTTP/2 `:authority`.
-fn request_host(req: &Request<ClientBody>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+/// HTTP/1.1 `Host` (its bytes shared), or the HTTP/2 `:authority`.
+fn request_host(req: &Request<ClientBody>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(host) if host.to_str().is_ok() => Some(host.clone()),
+        _ => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -704,8 +738,11 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn redirect_https(req: &Request<ClientBody>, port: u16) -> Response<Body> {
-    let host = request_host(req).unwrap_or_default();
-    let host = strip_port(&host);
+    let host = request_host(req);
+    let host = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map_or("", strip_port);
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {
         format!("https://{host}{pq}")

@@ -65,10 +65,31 @@ impl Client {
         &self,
         req: http::Request<Body>,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
+        let (mut head, body) = req.into_parts();
+        self.send(&mut head, body, false).await
+    }
+
+    /// Sends `head` and `body`. `keep_head`: a retry may need `head` again. The gateway's own
+    /// HTTP/1.1 client only reads it; hyper-util's takes it, so it gets a copy when it must be
+    /// kept (copying every GET's headers in case of a retry was ~3 % of a proxied request).
+    pub(super) async fn send(
+        &self,
+        head: &mut http::request::Parts,
+        body: Body,
+        keep_head: bool,
+    ) -> Result<http::Response<UpstreamBody>, ClientError> {
+        let owned = |head: &mut http::request::Parts, body| {
+            let parts = if keep_head {
+                head.clone()
+            } else {
+                std::mem::replace(head, http::Request::new(()).into_parts().0)
+            };
+            http::Request::from_parts(parts, body)
+        };
         let response = match self {
-            Self::H1(pool) => return Ok(pool.send(req).await?.map(UpstreamBody::H1)),
-            Self::Https(client) => client.request(req).await?,
-            Self::H2c(client) => client.request(req).await?,
+            Self::H1(pool) => return Ok(pool.send(head, body).await?.map(UpstreamBody::H1)),
+            Self::Https(client) => client.request(owned(head, body)).await?,
+            Self::H2c(client) => client.request(owned(head, body)).await?,
         };
         Ok(response.map(UpstreamBody::Hyper))
     }

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
+    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
     uri::Authority,
 };
 use http_body_util::BodyExt as _;
@@ -142,11 +142,12 @@ impl H1Pool {
 
     /// Sends `req` and returns the response once its head has arrived; the body streams from
     /// the connection and returns it to the pool when it ends.
+    /// `parts` is only read: a retry can send the same head again without a copy.
     pub(super) async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
+        parts: &http::request::Parts,
+        mut body: Body,
     ) -> Result<Response<H1Body>, H1Error> {
-        let (parts, mut body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let replayable = super::is_idempotent(&parts.method);
 
@@ -188,7 +189,7 @@ impl H1Pool {
                 }
             }
         };
-        let head = encode_head(&parts, framing, &self.authority);
+        let head = encode_head(parts, framing, &self.authority);
 
         let (conn, response, sent_whole) = match payload {
             Payload::Whole(data) => {

@@ -20,7 +20,7 @@ mod health;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, uri::PathAndQuery};
+use http::{Method, Request, Response, uri::PathAndQuery};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Body as _;
 use tokio::{task::AbortHandle, time::Instant};
@@ -249,41 +249,43 @@ impl Upstream {
         if max_retries > 0 {
             self.budget.deposit(now);
         }
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
         // Moved out, not cloned: the first attempt reuses the caller's bytes.
         let path = std::mem::take(&mut parts.uri)
             .into_parts()
             .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // What a retry is rebuilt from. The body is not kept: a retried request is known to have
-        // none. Copying the headers is the one allocation retries cost, and only requests that
-        // may be retried pay it.
-        let replay: Option<(Method, HeaderMap, PathAndQuery)> = (max_retries > 0
-            && is_idempotent(&parts.method)
-            && body.size_hint().exact() == Some(0))
-        .then(|| (parts.method.clone(), parts.headers.clone(), path.clone()));
+        // Whether a retry may follow: the head is kept (the client reads it in place, or copies
+        // it when it must take it), the body is not (a retried request is known to have none).
+        let replayable =
+            max_retries > 0 && is_idempotent(&parts.method) && body.size_hint().exact() == Some(0);
 
         let mut tried = 0u64;
         let mut retries = 0u32;
         let Some(mut index) = self.balancer.pick(&self.endpoints, tried, now) else {
             return Err(self.error(UpstreamErrorKind::NoHealthyEndpoint, None, None));
         };
-        parts.uri = self.endpoints[index].uri(path);
-        let mut req = Request::from_parts(parts, body);
+        let mut path = Some(path);
         loop {
             tried |= 1u64 << index;
             let endpoint = &self.endpoints[index];
-            *req.version_mut() = endpoint.version();
+            let path = if replayable {
+                path.clone()
+            } else {
+                path.take()
+            };
+            parts.uri = endpoint.uri(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+            parts.version = endpoint.version();
 
-            let result = self.attempt(endpoint, req).await;
+            let result = self.attempt(endpoint, &mut parts, body, replayable).await;
             let now = self.now_ms();
             let verdict = judge(&result);
             self.record_endpoint(index, verdict.endpoint_failed, now);
             permit.record(verdict.upstream_failed, now);
 
             if verdict.retryable
+                && replayable
                 && retries < max_retries
-                && let Some((method, headers, path)) = &replay
                 && self.breaker.is_closed()
                 && let Some(next) = self.balancer.pick(&self.endpoints, tried, now)
                 && self.budget.withdraw(now)
@@ -296,10 +298,7 @@ impl Upstream {
                 );
                 retries += 1;
                 index = next;
-                req = Request::new(empty());
-                *req.method_mut() = method.clone();
-                *req.headers_mut() = headers.clone();
-                *req.uri_mut() = self.endpoints[index].uri(path.clone());
+                body = empty();
                 continue;
             }
             return result;
@@ -320,10 +319,13 @@ impl Upstream {
     async fn attempt(
         &self,
         endpoint: &Endpoint,
-        req: Request<Body>,
+        head: &mut http::request::Parts,
+        body: Body,
+        keep_head: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let _in_flight = endpoint.start();
-        match tokio::time::timeout(self.response_timeout, endpoint.client.request(req)).await {
+        let sent = endpoint.client.send(head, body, keep_head);
+        match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
                 // Connector failures (TCP connect, its timeout, TLS handshake) are connect errors;
