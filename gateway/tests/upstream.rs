@@ -620,6 +620,22 @@ async fn slow_endpoint_times_out_with_504() {
         took >= Duration::from_millis(190) && took < Duration::from_millis(1500),
         "{took:?}"
     );
+
+    // On a kept-alive connection (whose timer stays armed between requests): the timeout
+    // counts from each request's start, not from the previous one's.
+    slow.state.delay_ms.store(0, Relaxed);
+    get(&u, "/").await.expect("fast");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    get(&u, "/").await.expect("fast again, on the same connection");
+    slow.state.delay_ms.store(3000, Relaxed);
+    let start = Instant::now();
+    let err = get(&u, "/").await.expect_err("too slow");
+    let took = start.elapsed();
+    assert_eq!(err.reason(), "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

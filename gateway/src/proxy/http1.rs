@@ -35,6 +35,7 @@ use tokio::{
 
 use super::{
     Body,
+    deadline::Deadline,
     service::{self, ClientBody, Connection, Shared},
 };
 use crate::config::HttpLimits;
@@ -73,7 +74,7 @@ where
     let mut out = Vec::with_capacity(1024);
     // Per connection, not per request: a timer and a shutdown watch registered once (each
     // registration per request cost more than parsing the head).
-    let mut timer = Timer::new(limits.header_timeout);
+    let mut timer = Deadline::new(tokio::time::Instant::now() + limits.header_timeout);
     let mut watcher = stop.clone();
     let stopped = watcher.changed();
     tokio::pin!(stopped);
@@ -85,7 +86,7 @@ where
             let _ = io.shutdown().await;
             return Ok(Served::Done);
         }
-        timer.expect_head(limits.header_timeout);
+        timer.set(tokio::time::Instant::now() + limits.header_timeout);
         let next = read_request(&mut io, &mut buf, limits, &mut timer, stopped.as_mut()).await?;
         let (req, keep_alive) = match next {
             Next::Request(req, keep_alive) => (req, keep_alive),
@@ -100,47 +101,6 @@ where
         if !keep_alive {
             let _ = io.shutdown().await;
             return Ok(Served::Done);
-        }
-    }
-}
-
-/// The connection's one timer, moved lazily: a new deadline later than the armed one is only
-/// noted (a clock read); the wheel entry is reset when it fires before the noted deadline, or
-/// at once when a deadline comes earlier.
-struct Timer {
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    deadline: tokio::time::Instant,
-}
-
-impl Timer {
-    fn new(first: std::time::Duration) -> Self {
-        let deadline = tokio::time::Instant::now() + first;
-        Self {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            deadline,
-        }
-    }
-
-    /// The head of the next request is due within `timeout` from now.
-    fn expect_head(&mut self, timeout: std::time::Duration) {
-        self.set(tokio::time::Instant::now() + timeout);
-    }
-
-    fn set(&mut self, deadline: tokio::time::Instant) {
-        self.deadline = deadline;
-        if deadline < self.sleep.deadline() {
-            self.sleep.as_mut().reset(deadline);
-        }
-    }
-
-    /// Ready when the noted deadline has passed.
-    async fn expired(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            if tokio::time::Instant::now() >= self.deadline {
-                return;
-            }
-            self.sleep.as_mut().reset(self.deadline);
         }
     }
 }
@@ -164,7 +124,7 @@ async fn read_request<I: AsyncRead + Unpin, S: Future>(
     io: &mut I,
     buf: &mut BytesMut,
     limits: &HttpLimits,
-    timer: &mut Timer,
+    timer: &mut Deadline,
     mut stopped: Pin<&mut S>,
 ) -> io::Result<Next> {
     let mut body_pending = false;

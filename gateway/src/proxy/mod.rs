@@ -1,6 +1,7 @@
 //! The L7 reverse proxy: listeners, the per-request pipeline, routing, upstream pools.
 
 pub mod access_log;
+mod deadline;
 pub mod headers;
 mod http1;
 pub mod identity;

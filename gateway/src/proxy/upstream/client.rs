@@ -47,6 +47,9 @@ pub(super) enum ClientError {
     H1(#[from] H1Error),
     #[error(transparent)]
     Hyper(#[from] legacy::Error),
+    /// No response head within the response timeout (hyper-util clients).
+    #[error("no response head within the response timeout")]
+    Timeout,
 }
 
 impl ClientError {
@@ -56,27 +59,38 @@ impl ClientError {
         match self {
             Self::H1(e) => e.is_connect(),
             Self::Hyper(e) => e.is_connect(),
+            Self::Timeout => false,
         }
+    }
+
+    /// No response head in time.
+    pub(super) fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout | Self::H1(H1Error::Timeout))
     }
 }
 
 impl Client {
+    /// Sends `req`, waiting up to `timeout` for the response head.
     pub(super) async fn request(
         &self,
         req: http::Request<Body>,
+        timeout: std::time::Duration,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
         let (mut head, body) = req.into_parts();
-        self.send(&mut head, body, false).await
+        self.send(&mut head, body, false, timeout).await
     }
 
-    /// Sends `head` and `body`. `keep_head`: a retry may need `head` again. The gateway's own
-    /// HTTP/1.1 client only reads it; hyper-util's takes it, so it gets a copy when it must be
-    /// kept (copying every GET's headers in case of a retry was ~3 % of a proxied request).
+    /// Sends `head` and `body`, waiting up to `timeout` (from now) for the response head; the
+    /// gateway's own HTTP/1.1 client keeps that timer per connection (its pool was built with
+    /// the same timeout). `keep_head`: a retry may need `head` again. The gateway's own client
+    /// only reads it; hyper-util's takes it, so it gets a copy when it must be kept (copying
+    /// every GET's headers in case of a retry was ~3 % of a proxied request).
     pub(super) async fn send(
         &self,
         head: &mut http::request::Parts,
         body: Body,
         keep_head: bool,
+        timeout: std::time::Duration,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
         let owned = |head: &mut http::request::Parts, body| {
             let parts = if keep_head {
@@ -88,9 +102,14 @@ impl Client {
         };
         let response = match self {
             Self::H1(pool) => return Ok(pool.send(head, body).await?.map(UpstreamBody::H1)),
-            Self::Https(client) => client.request(owned(head, body)).await?,
-            Self::H2c(client) => client.request(owned(head, body)).await?,
-        };
+            Self::Https(client) => {
+                tokio::time::timeout(timeout, client.request(owned(head, body))).await
+            }
+            Self::H2c(client) => {
+                tokio::time::timeout(timeout, client.request(owned(head, body))).await
+            }
+        }
+        .map_err(|_| ClientError::Timeout)??;
         Ok(response.map(UpstreamBody::Hyper))
     }
 }

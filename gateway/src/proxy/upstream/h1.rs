@@ -37,7 +37,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::proxy::{Body, BoxError};
+use crate::proxy::{Body, BoxError, deadline::Deadline};
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -56,6 +56,8 @@ pub(super) struct H1Pool {
     /// Sent as `Host` when the request carries none.
     authority: HeaderValue,
     connect_timeout: Duration,
+    /// From the start of a request to its response head (connecting included).
+    response_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
     /// Most recently used last: reusing the warmest connection first lets the others age out.
@@ -71,6 +73,11 @@ struct Conn {
     io: TcpStream,
     /// Bytes read and not yet consumed (empty whenever the connection is idle).
     buf: BytesMut,
+    /// The response timeout of the request on it, kept registered between requests.
+    deadline: Deadline,
+    /// When the last request on it started: what the idle timeout counts from once it is back
+    /// in the pool (a little earlier than its return, so never later than the truth).
+    used: Instant,
 }
 
 /// Why an exchange failed.
@@ -85,6 +92,8 @@ pub(super) enum H1Error {
     NoResponse(Option<io::Error>),
     #[error("upstream connection: {0}")]
     Io(#[from] io::Error),
+    #[error("no response head within the response timeout")]
+    Timeout,
     #[error("malformed upstream response: {0}")]
     Malformed(&'static str),
     /// The client's body failed while it was streamed upstream (too large, stalled, cut off).
@@ -121,6 +130,7 @@ impl H1Pool {
     pub(super) fn new(
         authority: &Authority,
         connect_timeout: Duration,
+        response_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Result<Self, String> {
@@ -134,6 +144,7 @@ impl H1Pool {
             connect_to,
             authority,
             connect_timeout,
+            response_timeout,
             idle_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
@@ -148,6 +159,9 @@ impl H1Pool {
         parts: &http::request::Parts,
         mut body: Body,
     ) -> Result<Response<H1Body>, H1Error> {
+        // The one clock read of the exchange: deadline, idle check and idle stamp.
+        let now = Instant::now();
+        let deadline = now + self.response_timeout;
         let head_request = parts.method == Method::HEAD;
         let replayable = super::is_idempotent(&parts.method);
 
@@ -195,16 +209,23 @@ impl H1Pool {
             Payload::Whole(data) => {
                 let mut fresh = false;
                 loop {
-                    let (mut conn, reused) = self.conn(fresh, replayable).await?;
+                    let (mut conn, reused) = self.conn(now, deadline, fresh, replayable).await?;
+                    let Conn {
+                        io, buf, deadline, ..
+                    } = &mut conn;
                     let exchange = async {
                         let mut out = Buf::chain(head.as_slice(), data.as_ref());
-                        conn.io
-                            .write_all_buf(&mut out)
+                        io.write_all_buf(&mut out)
                             .await
                             .map_err(|e| H1Error::NoResponse(Some(e)))?;
-                        read_head(&mut conn.io, &mut conn.buf).await
+                        read_head(io, buf).await
                     };
-                    match exchange.await {
+                    let result = tokio::select! {
+                        biased;
+                        result = exchange => result,
+                        () = deadline.expired() => Err(H1Error::Timeout),
+                    };
+                    match result {
                         Ok(response) => break (conn, response, true),
                         // A keep-alive connection the upstream had closed while idle: once more
                         // on a new one, for requests that may be repeated (the others checked
@@ -218,9 +239,15 @@ impl H1Pool {
             }
             Payload::Stream { first, body } => {
                 // Checked idle connection: a streamed body cannot be sent twice.
-                let (mut conn, _) = self.conn(false, false).await?;
-                let (response, complete) =
-                    exchange_streamed(&mut conn, &head, framing, first, body).await?;
+                let (mut conn, _) = self.conn(now, deadline, false, false).await?;
+                let Conn {
+                    io, buf, deadline, ..
+                } = &mut conn;
+                let (response, complete) = tokio::select! {
+                    biased;
+                    result = exchange_streamed(io, buf, &head, framing, first, body) => result?,
+                    () = deadline.expired() => return Err(H1Error::Timeout),
+                };
                 (conn, response, complete)
             }
         };
@@ -246,12 +273,21 @@ impl H1Pool {
         Ok(resp)
     }
 
-    /// An idle connection (unless `fresh`) or a new one, and whether it was idle. `unchecked`:
-    /// the caller sends again on failure, so an idle connection need not be probed first.
-    async fn conn(&self, fresh: bool, unchecked: bool) -> Result<(Conn, bool), H1Error> {
+    /// An idle connection (unless `fresh`) or a new one, and whether it was idle, its deadline
+    /// set. `unchecked`: the caller sends again on failure, so an idle connection need not be
+    /// probed first.
+    async fn conn(
+        &self,
+        now: Instant,
+        deadline: Instant,
+        fresh: bool,
+        unchecked: bool,
+    ) -> Result<(Conn, bool), H1Error> {
         if !fresh {
-            while let Some(conn) = self.checkout() {
+            while let Some(mut conn) = self.checkout(now) {
                 if unchecked || conn.is_open() {
+                    conn.deadline.set(deadline);
+                    conn.used = now;
                     return Ok((conn, true));
                 }
             }
@@ -275,16 +311,18 @@ impl H1Pool {
             Conn {
                 io,
                 buf: BytesMut::with_capacity(READ_CHUNK),
+                deadline: Deadline::new(deadline),
+                used: now,
             },
             false,
         ))
     }
 
     /// The most recently idled connection not past the idle timeout (older ones are closed).
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.idle_timeout {
+            if now.saturating_duration_since(entry.since) < self.idle_timeout {
                 return Some(entry.conn);
             }
         }
@@ -295,8 +333,8 @@ impl H1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
             idle.push(Idle {
+                since: conn.used,
                 conn,
-                since: Instant::now(),
             });
         }
     }
@@ -314,14 +352,14 @@ impl Conn {
 /// upstream may answer (413, 401, ...) before the body is through. Returns the response head
 /// and whether the whole body was sent (else the connection cannot be reused).
 async fn exchange_streamed(
-    conn: &mut Conn,
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
     head: &[u8],
     framing: Framing,
     first: Option<Bytes>,
     mut body: Body,
 ) -> Result<(ResponseHead, bool), H1Error> {
-    let (mut rd, mut wr) = conn.io.split();
-    let buf = &mut conn.buf;
+    let (mut rd, mut wr) = io.split();
     let send = async {
         wr.write_all(head).await?;
         let mut sent = 0u64;

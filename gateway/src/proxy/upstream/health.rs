@@ -86,7 +86,7 @@ async fn probe(
     let exchange = async {
         let response = endpoint
             .client
-            .request(req)
+            .request(req, check.timeout)
             .await
             .map_err(|e| error_chain(&e))?;
         let status = response.status();

@@ -181,6 +181,7 @@ impl Upstream {
                     Client::H1(Arc::new(h1::H1Pool::new(
                         &addr.authority,
                         config.connect_timeout,
+                        config.response_timeout,
                         config.idle_pool_timeout,
                         config.max_idle_per_endpoint,
                     )?))
@@ -324,10 +325,15 @@ impl Upstream {
         keep_head: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let _in_flight = endpoint.start();
-        let sent = endpoint.client.send(head, body, keep_head);
-        match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
+        let sent = endpoint
+            .client
+            .send(head, body, keep_head, self.response_timeout);
+        match sent.await {
+            Ok(response) => Ok(response),
+            Err(e) if e.is_timeout() => {
+                Err(self.error(UpstreamErrorKind::Timeout, Some(endpoint), None))
+            }
+            Err(e) => {
                 // Connector failures (TCP connect, its timeout, TLS handshake) are connect errors;
                 // anything later happened on an established connection.
                 let kind = if e.is_connect() {
@@ -337,7 +343,6 @@ impl Upstream {
                 };
                 Err(self.error(kind, Some(endpoint), Some(Box::new(e))))
             }
-            Err(_) => Err(self.error(UpstreamErrorKind::Timeout, Some(endpoint), None)),
         }
     }
 
