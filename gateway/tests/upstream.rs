@@ -626,7 +626,9 @@ async fn slow_endpoint_times_out_with_504() {
     slow.state.delay_ms.store(0, Relaxed);
     get(&u, "/").await.expect("fast");
     tokio::time::sleep(Duration::from_millis(120)).await;
-    get(&u, "/").await.expect("fast again, on the same connection");
+    get(&u, "/")
+        .await
+        .expect("fast again, on the same connection");
     slow.state.delay_ms.store(3000, Relaxed);
     let start = Instant::now();
     let err = get(&u, "/").await.expect_err("too slow");

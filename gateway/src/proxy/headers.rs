@@ -22,11 +22,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Per request, twice: most messages carry none of these, and one pass over their few names
-    // costs less than nine hashed removals.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE)
-    {
+    // costs less than nine hashed removals (a `match` on the name: one length switch per name,
+    // where comparing with each of the nine took ~9x that).
+    if !headers.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    }) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -78,7 +89,16 @@ pub fn set_forwarded(
             X_FORWARDED_HOST,
             X_REAL_IP,
         ];
-        if headers.keys().any(|k| names.contains(k)) {
+        if headers.keys().any(|k| {
+            matches!(
+                k.as_str(),
+                "forwarded"
+                    | "x-forwarded-for"
+                    | "x-forwarded-proto"
+                    | "x-forwarded-host"
+                    | "x-real-ip"
+            )
+        }) {
             for h in names {
                 headers.remove(h);
             }
@@ -269,6 +289,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), "x".parse().expect("v"));
+            h.insert("x-kept", "1".parse().expect("v"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} crossed");
+            assert!(h.contains_key("x-kept"));
+        }
+    }
+
+    #[test]
+    fn each_forwarding_header_alone_from_an_untrusted_peer_is_dropped() {
+        for name in ["forwarded", "x-forwarded-host", "x-real-ip"] {
+            let mut h = HeaderMap::new();
+            h.insert(name, "6.6.6.6".parse().expect("v"));
+            set_forwarded(&mut h, false, &"1.2.3.4".parse().expect("v"), "http", None);
+            assert!(!h.contains_key(name), "{name} crossed");
+        }
     }
 
     #[test]

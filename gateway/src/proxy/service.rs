@@ -446,7 +446,11 @@ async fn pipeline<'r>(
         if tls { "https" } else { "http" },
         host_value.as_ref(),
     );
-    if let Some(h) = host_value {
+    // HTTP/2's `:authority` (or an absolute-form target's authority) becomes Host; a Host it
+    // came from is there already.
+    if let Some(h) = host_value
+        && parts.headers.get(header::HOST) != Some(&h)
+    {
         parts.headers.insert(header::HOST, h);
     }
     parts.headers.insert(X_REQUEST_ID, request_id_value);

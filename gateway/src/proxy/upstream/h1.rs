@@ -16,6 +16,7 @@
 //! client) first checks that the idle connection is still open (one non-blocking read).
 
 use std::{
+    cell::Cell,
     io::{self, Write as _},
     mem::MaybeUninit,
     pin::Pin,
@@ -203,7 +204,8 @@ impl H1Pool {
                 }
             }
         };
-        let head = encode_head(parts, framing, &self.authority);
+        let mut head = HEAD.take();
+        encode_head(&mut head, parts, framing, &self.authority);
 
         let (conn, response, sent_whole) = match payload {
             Payload::Whole(data) => {
@@ -259,6 +261,7 @@ impl H1Pool {
             keep_alive,
         } = response;
         let framing = response_framing(head_request, status, &mut headers)?;
+        HEAD.set(head);
         let reusable = keep_alive && sent_whole && framing != Framing::ToClose;
         let mut resp = Response::new(H1Body {
             conn: Some(conn),
@@ -423,14 +426,20 @@ async fn exchange_streamed(
 }
 
 /// Request line and headers; framing headers are ours (the client's were for its own hop).
-fn encode_head(parts: &http::request::Parts, framing: Framing, authority: &HeaderValue) -> Vec<u8> {
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    framing: Framing,
+    authority: &HeaderValue,
+) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let size: usize = parts
         .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(size + target.len() + 64);
+    out.clear();
+    out.reserve(size + target.len() + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -464,7 +473,6 @@ fn encode_head(parts: &http::request::Parts, framing: Framing, authority: &Heade
         }
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 struct ResponseHead {
@@ -505,6 +513,15 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
+thread_local! {
+    /// Header offsets of the head being parsed, kept between responses (an allocation fewer
+    /// each).
+    static SPANS: Cell<Vec<(HeaderName, usize, usize)>> = const { Cell::new(Vec::new()) };
+    /// Request heads are encoded into this, kept between requests (an allocation fewer each;
+    /// taken for the exchange, put back after it).
+    static HEAD: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
 /// One response head from the front of `buf` (consumed), or `None` while it is incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
     // Uninitialised slots: zeroing 128 of them per response cost more than parsing.
@@ -534,21 +551,19 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
     let http10 = parsed.version == Some(0);
     // Offsets first: the header slices borrow `buf`, which is split below.
     let base = buf.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
+    let mut spans = SPANS.take();
+    spans.clear();
     for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Malformed("invalid header name"))?;
         let start = h.value.as_ptr() as usize - base;
-        spans.push((
-            HeaderName::from_bytes(h.name.as_bytes()),
-            start,
-            start + h.value.len(),
-        ));
+        spans.push((name, start, start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
     // Room for what the gateway adds (request id, security headers) without regrowing.
     let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     let mut close = http10;
-    for (name, start, end) in spans {
-        let name = name.map_err(|_| H1Error::Malformed("invalid header name"))?;
+    for (name, start, end) in spans.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| H1Error::Malformed("invalid header value"))?;
         if name == header::CONNECTION {
@@ -563,6 +578,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         }
         headers.append(name, value);
     }
+    SPANS.set(spans);
     Ok(Some(ResponseHead {
         status,
         version: if http10 {
