@@ -22,22 +22,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Per request, twice: most messages carry none of these, and one pass over their few names
-    // costs less than nine hashed removals (a `match` on the name: one length switch per name,
-    // where comparing with each of the nine took ~9x that).
-    if !headers.keys().any(|k| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    }) {
+    // costs less than nine hashed removals (comparing standard names is comparing small
+    // integers; a `match` on the name's text measured slower).
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE)
+    {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -89,16 +79,7 @@ pub fn set_forwarded(
             X_FORWARDED_HOST,
             X_REAL_IP,
         ];
-        if headers.keys().any(|k| {
-            matches!(
-                k.as_str(),
-                "forwarded"
-                    | "x-forwarded-for"
-                    | "x-forwarded-proto"
-                    | "x-forwarded-host"
-                    | "x-real-ip"
-            )
-        }) {
+        if headers.keys().any(|k| names.contains(k)) {
             for h in names {
                 headers.remove(h);
             }
