@@ -992,3 +992,73 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
 }
+
+/// A response the upstream streams (server-sent events, long polls) reaches the client piece by
+/// piece: the first piece arrives while the upstream still holds back the second.
+#[tokio::test]
+async fn a_streamed_response_is_passed_on_piece_by_piece() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream_addr = upstream.local_addr().expect("addr");
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.expect("request head");
+            head.push(byte[0]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\nd\r\ndata: first\n\n\r\n")
+            .await
+            .expect("first piece");
+        let _ = released.await;
+        s.write_all(b"e\r\ndata: second\n\n\r\n0\r\n\r\n")
+            .await
+            .expect("second piece");
+    });
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ u: {{ endpoints: ["http://{upstream_addr}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: u }}]
+"#
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("data: first") {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk))
+            .await
+            .expect("the first piece came before the upstream sent the second")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("second"));
+    let _ = release.send(());
+    let rest = one_response_rest(&mut s, seen).await;
+    assert!(rest.contains("data: second"), "{rest}");
+    server.await.expect("upstream");
+}
+
+/// Reads on until the last chunk of a chunked response that started with `seen`.
+async fn one_response_rest(s: &mut TcpStream, mut seen: Vec<u8>) -> String {
+    let mut chunk = [0u8; 1024];
+    while !seen.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk))
+            .await
+            .expect("the rest came")
+            .expect("read");
+        assert!(n > 0, "closed mid-response");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}

@@ -204,7 +204,13 @@ impl ResponsePolicy {
 
     /// Adds the security headers (HSTS on TLS only) and hides upstream identity.
     pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
-        if self.hide_identity {
+        // Most upstreams send neither: one pass over the names costs less than two hashed
+        // removals.
+        if self.hide_identity
+            && headers
+                .keys()
+                .any(|k| k == header::SERVER || k == X_POWERED_BY)
+        {
             headers.remove(header::SERVER);
             headers.remove(X_POWERED_BY);
         }

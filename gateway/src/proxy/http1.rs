@@ -399,6 +399,8 @@ async fn write_response<I: AsyncWrite + Unpin>(
         sent += data.len() as u64;
         check_length(framing, sent)?;
         write_data(io, data, framing).await?;
+        // A streamed answer (server-sent events, say) goes out piece by piece, also over TLS.
+        io.flush().await?;
     }
     out.clear();
     finish(out, framing, sent)?;
