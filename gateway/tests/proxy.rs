@@ -974,6 +974,19 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
     s.write_all(b"abc").await.expect("write");
     assert_eq!(body_of(&one_response(&mut s).await)["body_len"], 3);
 
+    // A body shorter than its Content-Length, then the client half-closes: answered (hyper
+    // reads it), 400 as for a body read whole, not 502.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"POST /short HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("body_incomplete"), "{answer}");
+
     // HTTP/1.0 without keep-alive: answered, then closed.
     let r = raw(addr, b"GET /old HTTP/1.0\r\nHost: a\r\n\r\n").await;
     assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/old")));

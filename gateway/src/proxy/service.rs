@@ -511,6 +511,13 @@ async fn pipeline<'r>(
         Err(_) if fault() == BODY_TIMED_OUT => {
             return Err(fail(body_timeout(), &mut outcome));
         }
+        // The client's fault, not the upstream's: as for a body read whole.
+        Err(_) if fault() == BODY_INCOMPLETE => {
+            return Err(fail(
+                Problem::new(StatusCode::BAD_REQUEST, "body_incomplete"),
+                &mut outcome,
+            ));
+        }
         Err(e) => {
             tracing::warn!(upstream = %route.upstream, error = %e, request_id, "upstream request failed");
             return Err(fail(Problem::new(e.status(), e.reason()), &mut outcome));
@@ -769,6 +776,8 @@ fn redirect_https(req: &Request<ClientBody>, port: u16) -> Response<Body> {
 const BODY_OK: u8 = 0;
 const BODY_TOO_LARGE: u8 = 1;
 const BODY_TIMED_OUT: u8 = 2;
+/// The client's connection failed or closed mid-body.
+const BODY_INCOMPLETE: u8 = 3;
 
 /// Streams the request body to the upstream, failing (and flagging it) once more than the limit
 /// has gone through (413 without ever buffering the body) or once the client pauses longer than
@@ -827,6 +836,10 @@ impl hyper::body::Body for LimitedBody {
                     this.remaining -= n;
                 }
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.store(BODY_INCOMPLETE, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e)))
             }
             other => other,
         }
