@@ -29,6 +29,20 @@ async fn start(yaml: &str) -> Proxy {
     Proxy::start(&config(yaml)).await.expect("proxy starts")
 }
 
+/// One plain listener, one upstream (`upstream`, a URL), everything routed to it; `extra`:
+/// more top-level YAML (limits, say).
+fn one_route(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+{extra}
+upstreams: {{ b: {{ endpoints: ["{upstream}"] }} }}
+routes: [{{ match: {{ prefix: / }}, upstream: b }}]
+"#
+    )
+}
+
 /// A response read off the wire.
 #[derive(Debug)]
 struct Raw {
@@ -213,15 +227,9 @@ routes: [{{ match: {{ path: "/orders/{{id}}", methods: [GET, DELETE] }}, upstrea
 #[tokio::test]
 async fn size_limits_answer_431_414_413() {
     let b = Backend::start("b").await;
-    let proxy = start(&format!(
-        r#"
-listeners: [{{ name: main, address: "127.0.0.1:0" }}]
-access_log: off
-http: {{ max_headers: 20, max_uri_bytes: 1KiB, max_body_bytes: 1KiB }}
-upstreams: {{ b: {{ endpoints: ["{}"] }} }}
-routes: [{{ match: {{ prefix: / }}, upstream: b }}]
-"#,
-        b.url()
+    let proxy = start(&one_route(
+        &b.url(),
+        "http: { max_headers: 20, max_uri_bytes: 1KiB, max_body_bytes: 1KiB }",
     ))
     .await;
     let addr = proxy.addr("main").expect("listener");
@@ -357,17 +365,7 @@ routes:
 #[tokio::test]
 async fn slowloris_connections_are_closed_while_others_are_served() {
     let b = Backend::start("b").await;
-    let proxy = start(&format!(
-        r#"
-listeners: [{{ name: main, address: "127.0.0.1:0" }}]
-access_log: off
-http: {{ header_timeout: 300ms }}
-upstreams: {{ b: {{ endpoints: ["{}"] }} }}
-routes: [{{ match: {{ prefix: / }}, upstream: b }}]
-"#,
-        b.url()
-    ))
-    .await;
+    let proxy = start(&one_route(&b.url(), "http: { header_timeout: 300ms }")).await;
     let addr = proxy.addr("main").expect("listener");
     let mut slow = Vec::new();
     for _ in 0..20 {
@@ -728,16 +726,7 @@ routes: [{{ match: {{ prefix: / }}, upstream: u }}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
     let b = Backend::start("b").await;
-    let proxy = start(&format!(
-        r#"
-listeners: [{{ name: main, address: "127.0.0.1:0" }}]
-access_log: off
-upstreams: {{ b: {{ endpoints: ["{}"] }} }}
-routes: [{{ match: {{ prefix: / }}, upstream: b }}]
-"#,
-        b.url()
-    ))
-    .await;
+    let proxy = start(&one_route(&b.url(), "")).await;
     let addr = proxy.addr("main").expect("listener");
     let inflight = tokio::spawn(async move { get(addr, "/slow/300", "").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -911,16 +900,7 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
 #[tokio::test]
 async fn own_http1_path_and_its_handovers_to_hyper_answer_alike() {
     let b = Backend::start("b").await;
-    let proxy = start(&format!(
-        r#"
-listeners: [{{ name: main, address: "127.0.0.1:0" }}]
-access_log: off
-upstreams: {{ b: {{ endpoints: ["{}"] }} }}
-routes: [{{ match: {{ prefix: / }}, upstream: b }}]
-"#,
-        b.url()
-    ))
-    .await;
+    let proxy = start(&one_route(&b.url(), "")).await;
     let addr = proxy.addr("main").expect("listener");
     let body_of = |text: &str| -> serde_json::Value {
         let (_, body) = text.split_once("\r\n\r\n").expect("head");
@@ -1031,15 +1011,7 @@ async fn a_streamed_response_is_passed_on_piece_by_piece() {
             .await
             .expect("second piece");
     });
-    let proxy = start(&format!(
-        r#"
-listeners: [{{ name: main, address: "127.0.0.1:0" }}]
-access_log: off
-upstreams: {{ u: {{ endpoints: ["http://{upstream_addr}"] }} }}
-routes: [{{ match: {{ prefix: / }}, upstream: u }}]
-"#
-    ))
-    .await;
+    let proxy = start(&one_route(&format!("http://{upstream_addr}"), "")).await;
     let addr = proxy.addr("main").expect("listener");
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
