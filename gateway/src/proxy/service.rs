@@ -318,8 +318,8 @@ async fn pipeline<'r>(
     };
 
     // Route on host + normalised path + method.
-    let host = request_host(&req);
-    let host_no_port = host
+    let host_value = request_host(&req);
+    let host_no_port = host_value
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map_or("", strip_port);
@@ -435,7 +435,6 @@ async fn pipeline<'r>(
             }
         };
     }
-    let host_value = host;
     headers::strip_hop_by_hop(&mut parts.headers);
     // Forwarding headers, Host, the request id and X-Real-IP: one growth instead of several.
     parts.headers.reserve(6);
