@@ -250,6 +250,18 @@ async fn size_limits_answer_431_414_413() {
     )
     .await;
     assert_eq!(r.status, 413, "{r:?}");
+    // Also when the declared size is one the gateway would otherwise read with the head.
+    let started = Instant::now();
+    let r = raw(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the body"
+    );
     // Chunked, found too large while streaming.
     let mut req =
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"

@@ -130,7 +130,7 @@ async fn read_request<I: AsyncRead + Unpin, S: Future>(
     let mut body_pending = false;
     loop {
         if !buf.is_empty() {
-            match parse(buf, false) {
+            match parse(buf, false, limits.max_body_bytes) {
                 Parsed::Request(req, keep_alive) => return Ok(Next::Request(req, keep_alive)),
                 Parsed::Handover => return Ok(Next::Handover),
                 Parsed::Partial {
@@ -159,7 +159,7 @@ async fn read_request<I: AsyncRead + Unpin, S: Future>(
             () = timer.expired() => {
                 // A head that took too long closes the connection (slowloris); a stalled body
                 // is the pipeline's to answer (408), and the connection closes after it.
-                return Ok(match body_pending.then(|| parse(buf, true)) {
+                return Ok(match body_pending.then(|| parse(buf, true, limits.max_body_bytes)) {
                     Some(Parsed::Request(req, _)) => Next::Request(req, false),
                     _ => Next::Closed,
                 });
@@ -190,7 +190,9 @@ thread_local! {
 
 /// One request from the front of `buf` (consumed only when it is returned). `stalled`: the
 /// body stopped coming; a complete head is returned with a [`ClientBody::Stalled`] body.
-fn parse(buf: &mut BytesMut, stalled: bool) -> Parsed {
+/// `max_body`: a declared body over the configured limit is not waited for (hyper takes the
+/// request, and the pipeline refuses it from its Content-Length with 413 at once).
+fn parse(buf: &mut BytesMut, stalled: bool, max_body: u64) -> Parsed {
     // Uninitialised slots: zeroing 100 of them per request costs more than parsing.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -254,7 +256,7 @@ fn parse(buf: &mut BytesMut, stalled: bool) -> Parsed {
         spans.push((name, start, start + h.value.len()));
     }
     let body_len = content_length.unwrap_or(0);
-    if body_len > MAX_BODY_BYTES {
+    if body_len > MAX_BODY_BYTES || body_len as u64 > max_body {
         return Parsed::Handover;
     }
     let complete = buf.len() >= len + body_len;
@@ -612,7 +614,7 @@ mod tests {
 
     fn request(raw: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(raw.as_bytes());
-        (parse(&mut buf, false), buf)
+        (parse(&mut buf, false, u64::MAX), buf)
     }
 
     #[test]
@@ -651,6 +653,21 @@ mod tests {
                 body_pending: false
             }
         ));
+        // Given up on: the head goes on with a body that answers 408.
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let Parsed::Request(req, _) = parse(&mut buf, true, u64::MAX) else {
+            panic!("not parsed");
+        };
+        assert!(matches!(req.body(), ClientBody::Stalled));
+        assert_eq!(req.uri(), "/");
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_not_waited_for() {
+        let raw = "POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        let mut buf = BytesMut::from(raw.as_bytes());
+        assert!(matches!(parse(&mut buf, false, 1024), Parsed::Handover));
+        assert_eq!(&buf[..], raw.as_bytes());
     }
 
     #[test]
