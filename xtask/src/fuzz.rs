@@ -11,7 +11,7 @@ use clap::Args;
 use crate::exec;
 
 /// Every target of `gateway/fuzz/Cargo.toml`.
-const TARGETS: [&str; 4] = ["transform", "body", "seclang", "libinjection"];
+const TARGETS: [&str; 5] = ["transform", "body", "seclang", "libinjection", "http1"];
 
 #[derive(Debug, Args)]
 pub struct FuzzArgs {
@@ -48,6 +48,10 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
             .arg("-rss_limit_mb=2048");
         if t == "seclang" {
             cmd.arg("-max_len=4096");
+        }
+        if t == "http1" {
+            // Requests, not random bytes, from the start; each input runs hyper too.
+            cmd.arg("-dict=http1.dict").arg("-max_len=2048");
         }
         if let Err(e) = exec::run(&mut cmd) {
             eprintln!("fuzz {t}: {e:#}");

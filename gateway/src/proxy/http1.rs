@@ -608,6 +608,140 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
     }
 }
 
+/// This path's parser against hyper's on the same bytes (for the tests and the `http1` fuzz
+/// target). The gateway serves a request here only where hyper would have read the same request
+/// from the same bytes: the same method, target, headers (in order) and body, and the same
+/// boundary to the next pipelined request. A request read differently by two HTTP/1 parsers on
+/// one connection is how request smuggling starts, so every disagreement is a bug here, never a
+/// matter of taste.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod differential {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::{Bytes, BytesMut};
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::{ClientBody, Parsed, parse};
+
+    /// One request as a parser read it.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Read {
+        pub method: String,
+        pub target: String,
+        pub headers: Vec<(String, Vec<u8>)>,
+        pub body: Vec<u8>,
+    }
+
+    /// The requests this path serves from `bytes` (a whole connection's input, then its end),
+    /// in order, before it stops or hands the connection over.
+    pub fn ours(bytes: &[u8]) -> Vec<Read> {
+        let mut buf = BytesMut::from(bytes);
+        let mut reads = Vec::new();
+        while let Parsed::Request(req, keep_alive) = parse(&mut buf, false, u64::MAX) {
+            let (parts, body) = req.into_parts();
+            let body = match body {
+                ClientBody::Whole(b) => b.unwrap_or_default(),
+                // `parse` is never told the body stalled here.
+                _ => Bytes::new(),
+            };
+            reads.push(read(&parts.method, &parts.uri, &parts.headers, &body));
+            if !keep_alive {
+                break;
+            }
+        }
+        reads
+    }
+
+    /// The requests hyper's HTTP/1 server (configured as the gateway configures it) reads from
+    /// `bytes`, complete with their bodies, before the connection ends or fails.
+    pub fn hyper(bytes: &[u8]) -> Vec<Read> {
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return Vec::new();
+        };
+        let seen = Arc::clone(&reads);
+        let input = bytes.to_vec();
+        rt.block_on(async move {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let (mut rx, mut tx) = tokio::io::split(client);
+            let feed = tokio::spawn(async move {
+                let _ = tx.write_all(&input).await;
+                let _ = tx.shutdown().await;
+            });
+            let drain = tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = rx.read_to_end(&mut sink).await;
+            });
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        if let Ok(mut s) = seen.lock() {
+                            s.push(read(&parts.method, &parts.uri, &parts.headers, &body));
+                        }
+                        Ok::<_, hyper::Error>(http::Response::new(
+                            http_body_util::Empty::<Bytes>::new(),
+                        ))
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+            let _ = feed.await;
+            drain.abort();
+        });
+        let out = reads.lock().map(|mut r| std::mem::take(&mut *r));
+        out.unwrap_or_default()
+    }
+
+    /// `Err` names the first request this path read differently from hyper (or that hyper did
+    /// not read at all).
+    pub fn check(bytes: &[u8]) -> Result<(), String> {
+        let ours = ours(bytes);
+        if ours.is_empty() {
+            return Ok(());
+        }
+        let theirs = hyper(bytes);
+        for (i, r) in ours.iter().enumerate() {
+            match theirs.get(i) {
+                Some(t) if t == r => {}
+                other => {
+                    return Err(format!(
+                        "request {i} of {:?}: ours {r:?}, hyper's {other:?}",
+                        String::from_utf8_lossy(bytes)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read(
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Read {
+        Read {
+            method: method.to_string(),
+            target: uri.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,6 +827,131 @@ mod tests {
             "a: b\r\n".repeat(MAX_HEADERS + 1)
         );
         assert!(matches!(request(&many).0, Parsed::Handover));
+    }
+
+    /// Requests at the edges where HTTP/1 parsers have disagreed (request smuggling reports
+    /// against proxies and servers): framing, separators, whitespace, line endings, targets.
+    const EDGES: &[&str] = &[
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /a?b=c&d HTTP/1.1\r\nHost: a\r\nX: 1\r\nX: 2\r\n\r\n",
+        "POST /o HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /n HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        "POST / HTTP/1.1\r\nContent-Length: 003\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length:  3 \r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcdef",
+        "POST / HTTP/1.1\r\nContent-Length: 3,3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\n Content-Length: 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nX: y\r\n Content-Length: 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\nabc",
+        "GET / HTTP/1.1\nHost: a\n\n",
+        "GET / HTTP/1.1\r\nHost: a\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1 \r\n\r\n",
+        "GET http://a.example/x?y HTTP/1.1\r\nHost: b\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+        "GET /%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /a\\b HTTP/1.1\r\n\r\n",
+        "GET /\x7f HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: caf\u{e9}\r\n\r\n",
+        "GET / HTTP/1.1\r\nX:\tb\t\r\n\r\n",
+        "GET / HTTP/1.1\r\nX:\r\n\r\n",
+        "GET / HTTP/1.1\r\n:x\r\n\r\n",
+        "GET / HTTP/1.1\r\nX\r\n\r\n",
+        "GET / HTTP/1.1\r\nX y: z\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        "get / HTTP/1.1\r\n\r\n",
+        "CUSTOM-M / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+
+    /// Deterministic xorshift: the same inputs in every run, no test dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 as usize
+        }
+    }
+
+    /// `raw` with one to three edits from bytes that matter to HTTP/1 framing.
+    fn mutate(raw: &[u8], rng: &mut Rng) -> Vec<u8> {
+        const BYTES: &[u8] = b" \t\r\n:,;0139+-/%\"H\x00\x7f\x80\xff\x0b\x0c";
+        let mut out = raw.to_vec();
+        for _ in 0..1 + rng.next() % 3 {
+            let at = rng.next() % (out.len() + 1);
+            let b = BYTES[rng.next() % BYTES.len()];
+            match rng.next() % 5 {
+                0 if at < out.len() => out[at] = b,
+                1 => out.insert(at, b),
+                2 if at < out.len() => {
+                    out.remove(at);
+                }
+                3 if at < out.len() => out[at] = out[at].to_ascii_uppercase(),
+                _ => {
+                    // A line repeated: duplicate headers and requests.
+                    let start = out[..at]
+                        .iter()
+                        .rposition(|&c| c == b'\n')
+                        .map_or(0, |i| i + 1);
+                    let end = out[at..]
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(out.len(), |i| at + i + 1);
+                    let line = out[start..end].to_vec();
+                    out.splice(start..start, line);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_request_served_here_is_the_request_hyper_reads() {
+        let mut served = 0;
+        for raw in EDGES {
+            differential::check(raw.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            served += differential::ours(raw.as_bytes()).len();
+        }
+        // The table is not all hand-overs: most of it is served here and compared.
+        assert!(served >= 25, "{served} requests served from the table");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut compared = 0;
+        for _ in 0..10_000 {
+            let raw = EDGES[rng.next() % EDGES.len()].as_bytes();
+            let input = mutate(raw, &mut rng);
+            differential::check(&input).unwrap_or_else(|e| panic!("{e}"));
+            compared += usize::from(!differential::ours(&input).is_empty());
+        }
+        assert!(
+            compared >= 1000,
+            "only {compared} mutated inputs were served here"
+        );
+    }
+
+    #[test]
+    fn the_differential_sees_a_disagreement() {
+        // What a lenient parser would read as two requests, hyper reads as one with a body: the
+        // comparison itself must notice when the reads differ.
+        let ours = differential::ours(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+        let mut theirs = differential::hyper(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(ours, theirs);
+        theirs[0].body.clear();
+        assert_ne!(ours, theirs);
     }
 
     fn encoded(status: StatusCode, headers: &[(&str, &str)], framing: Framing) -> String {

@@ -3,7 +3,7 @@
 pub mod access_log;
 mod deadline;
 pub mod headers;
-mod http1;
+pub mod http1;
 pub mod identity;
 pub mod normalize;
 pub mod problem;

@@ -1,7 +1,8 @@
 //! `cargo xtask bench l7`: the L7 proxy against nginx and haproxy, on loopback, in one run.
 //!
 //! Started by the benchmark itself, on free ports chosen at run time: `bench_backend` (a hyper
-//! server answering a fixed 100-byte body), nginx and haproxy as reverse proxies in front of it,
+//! server answering a fixed 100-byte body), nginx and haproxy as reverse proxies in front of it
+//! (nginx twice: bare, and `nginx+headers` doing the gateway's default header work),
 //! and the release `gateway` three times over (plain HTTP, TLS, and plain HTTP with the access log
 //! on stdout sent to /dev/null). Every peer gets the same placement: the servers (proxy and
 //! backend) on CPU 0, the load generator alone on CPU 1, both through `taskset`. Every proxy gets
@@ -172,8 +173,9 @@ fn start_fleet(bins: &Bins, dir: &Path, workers: usize) -> anyhow::Result<Fleet>
     let backend_pid = backend.pid();
     procs.push(backend);
 
-    let ports = free_ports(7)?;
+    let ports = free_ports(8)?;
     let (nginx_port, nginx_tls_port, haproxy_port) = (ports[0], ports[1], ports[2]);
+    let nginx_headers_port = ports[7];
     let (gw_port, gw_tls_port, gw_log_port) = (ports[3], ports[4], ports[5]);
 
     // nginx: as many workers as every proxy gets, upstream keep-alive 32, no log.
@@ -209,6 +211,25 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
+  # The same header work as the gateway's default route: forwarding headers, a request id and
+  # the security response headers (the bare server above sets none of them).
+  server {{
+    listen 127.0.0.1:{nginx_headers_port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Real-IP $remote_addr;
+      add_header X-Content-Type-Options nosniff always;
+      add_header Referrer-Policy no-referrer always;
+      add_header X-Frame-Options DENY always;
+      add_header X-Request-Id $request_id always;
+    }}
+  }}
 }}
 "#,
         cert = cert.display(),
@@ -235,6 +256,7 @@ http {{
     )?;
     wait_serving(&mut nginx, nginx_port, false)?;
     wait_serving(&mut nginx, nginx_tls_port, true)?;
+    wait_serving(&mut nginx, nginx_headers_port, false)?;
     let nginx_pid = nginx.pid();
     procs.push(nginx);
 
@@ -347,6 +369,11 @@ routes:
         Peer {
             name: "nginx",
             url: url(false, nginx_port),
+            proxy_pid: Some(nginx_pid),
+        },
+        Peer {
+            name: "nginx+headers",
+            url: url(false, nginx_headers_port),
             proxy_pid: Some(nginx_pid),
         },
         Peer {
@@ -675,6 +702,7 @@ fn render(
     let (_, direct_p99) = find(peak, "direct").unwrap_or((f64::NAN, f64::NAN));
     let (nginx_rps, _) = find(peak, "nginx").unwrap_or((f64::NAN, f64::NAN));
     let (gw_rps, _) = find(peak, "gateway").unwrap_or((f64::NAN, f64::NAN));
+    let (nginx_headers_rps, _) = find(peak, "nginx+headers").unwrap_or((f64::NAN, f64::NAN));
     let (_, direct_rate_p99) = find(at_rate, "direct").unwrap_or((f64::NAN, f64::NAN));
     let direct_rate_p50 = at_rate
         .iter()
@@ -786,6 +814,13 @@ fn render(
         nginx_rps,
         gw_rps / nginx_rps,
         if rps_met { "met" } else { "missed" }
+    );
+    let _ = writeln!(
+        md,
+        "- for reference, against nginx doing the gateway's header work (`nginx+headers`: X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id to the upstream; X-Request-Id and three security headers to the client): {:.0} vs {:.0} ({:.2}x); the target above is judged against the bare nginx",
+        gw_rps,
+        nginx_headers_rps,
+        gw_rps / nginx_headers_rps
     );
     let _ = writeln!(
         md,
