@@ -724,6 +724,56 @@ pub mod differential {
         Ok(())
     }
 
+    /// Edits of HTTP/1 input with the bytes that matter to its framing (separators, whitespace,
+    /// line ends, digits, signs, controls, obs-text) and repeated lines; deterministic
+    /// (xorshift), so a test sees the same inputs in every run without a dependency.
+    pub struct Mutator(u64);
+
+    impl Mutator {
+        pub fn new(seed: u64) -> Self {
+            Self(seed.max(1))
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 as usize % n.max(1)
+        }
+
+        /// `raw` with one to three edits.
+        pub fn mutate(&mut self, raw: &[u8]) -> Vec<u8> {
+            const BYTES: &[u8] = b" \t\r\n:,;0139aAfF+-/%\"H\x00\x7f\x80\xff\x0b\x0c";
+            let mut out = raw.to_vec();
+            for _ in 0..1 + self.below(3) {
+                let at = self.below(out.len() + 1);
+                let b = BYTES[self.below(BYTES.len())];
+                match self.below(5) {
+                    0 if at < out.len() => out[at] = b,
+                    1 => out.insert(at, b),
+                    2 if at < out.len() => {
+                        out.remove(at);
+                    }
+                    3 if at < out.len() => out[at] = out[at].to_ascii_uppercase(),
+                    _ => {
+                        // A line repeated: duplicate headers, requests, chunks.
+                        let start = out[..at]
+                            .iter()
+                            .rposition(|&c| c == b'\n')
+                            .map_or(0, |i| i + 1);
+                        let end = out[at..]
+                            .iter()
+                            .position(|&c| c == b'\n')
+                            .map_or(out.len(), |i| at + i + 1);
+                        let line = out[start..end].to_vec();
+                        out.splice(start..start, line);
+                    }
+                }
+            }
+            out
+        }
+    }
+
     fn read(
         method: &http::Method,
         uri: &http::Uri,
@@ -876,50 +926,6 @@ mod tests {
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     ];
 
-    /// Deterministic xorshift: the same inputs in every run, no test dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 as usize
-        }
-    }
-
-    /// `raw` with one to three edits from bytes that matter to HTTP/1 framing.
-    fn mutate(raw: &[u8], rng: &mut Rng) -> Vec<u8> {
-        const BYTES: &[u8] = b" \t\r\n:,;0139+-/%\"H\x00\x7f\x80\xff\x0b\x0c";
-        let mut out = raw.to_vec();
-        for _ in 0..1 + rng.next() % 3 {
-            let at = rng.next() % (out.len() + 1);
-            let b = BYTES[rng.next() % BYTES.len()];
-            match rng.next() % 5 {
-                0 if at < out.len() => out[at] = b,
-                1 => out.insert(at, b),
-                2 if at < out.len() => {
-                    out.remove(at);
-                }
-                3 if at < out.len() => out[at] = out[at].to_ascii_uppercase(),
-                _ => {
-                    // A line repeated: duplicate headers and requests.
-                    let start = out[..at]
-                        .iter()
-                        .rposition(|&c| c == b'\n')
-                        .map_or(0, |i| i + 1);
-                    let end = out[at..]
-                        .iter()
-                        .position(|&c| c == b'\n')
-                        .map_or(out.len(), |i| at + i + 1);
-                    let line = out[start..end].to_vec();
-                    out.splice(start..start, line);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn every_request_served_here_is_the_request_hyper_reads() {
         let mut served = 0;
@@ -929,11 +935,11 @@ mod tests {
         }
         // The table is not all hand-overs: most of it is served here and compared.
         assert!(served >= 25, "{served} requests served from the table");
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut m = differential::Mutator::new(0x9e37_79b9_7f4a_7c15);
         let mut compared = 0;
-        for _ in 0..10_000 {
-            let raw = EDGES[rng.next() % EDGES.len()].as_bytes();
-            let input = mutate(raw, &mut rng);
+        for _ in 0..100_000 {
+            let raw = EDGES[m.below(EDGES.len())].as_bytes();
+            let input = m.mutate(raw);
             differential::check(&input).unwrap_or_else(|e| panic!("{e}"));
             compared += usize::from(!differential::ours(&input).is_empty());
         }

@@ -15,6 +15,9 @@ mod config;
 mod endpoint;
 mod error;
 mod h1;
+/// The upstream response reader against hyper's client (tests and the `http1` fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub use h1::differential as h1_differential;
 mod health;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
