@@ -216,10 +216,16 @@ impl H1Pool {
                         io, buf, deadline, ..
                     } = &mut conn;
                     let exchange = async {
-                        let mut out = Buf::chain(head.as_slice(), data.as_ref());
-                        io.write_all_buf(&mut out)
-                            .await
-                            .map_err(|e| H1Error::NoResponse(Some(e)))?;
+                        // A bodiless request in one `send`: `write_all_buf` goes through
+                        // `writev` (the kernel's iovec import and VFS write path) even for one
+                        // slice.
+                        let sent = if data.is_empty() {
+                            io.write_all(&head).await
+                        } else {
+                            io.write_all_buf(&mut Buf::chain(head.as_slice(), data.as_ref()))
+                                .await
+                        };
+                        sent.map_err(|e| H1Error::NoResponse(Some(e)))?;
                         read_head(io, buf).await
                     };
                     let result = tokio::select! {
