@@ -614,6 +614,15 @@ fn response_framing(
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
+        // Codings are tokens: a value with other bytes is refused rather than guessed at (one
+        // reader may see `chunked` last where another sees no coding it knows).
+        if headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| v.to_str().is_err())
+        {
+            return Err(H1Error::Malformed("invalid Transfer-Encoding"));
+        }
         let chunked_last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -816,8 +825,18 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// `name: value` with a token for a name and a valid value (RFC 9110 5.1, 5.5).
 fn is_field_line(line: &[u8]) -> bool {
     line.iter().position(|&b| b == b':').is_some_and(|colon| {
+        // Only spaces and tabs around a value (RFC 9110 5.5): not a bare CR or LF.
+        let value = &line[colon + 1..];
+        let start = value
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t'))
+            .unwrap_or(value.len());
+        let end = value
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t'))
+            .map_or(start, |i| i + 1);
         HeaderName::from_bytes(&line[..colon]).is_ok()
-            && HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).is_ok()
+            && HeaderValue::from_bytes(&value[start..end.max(start)]).is_ok()
     })
 }
 
@@ -1035,13 +1054,17 @@ pub mod differential {
     }
 
     fn read(status: u16, headers: &HeaderMap, body: &[u8]) -> Read {
+        let mut fields: Vec<_> = headers
+            .iter()
+            .filter(|(k, _)| *k != header::CONTENT_LENGTH && *k != header::TRANSFER_ENCODING)
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        // The order of different names carries no meaning (RFC 9110 5.3; a removal from a
+        // `HeaderMap` reorders them); the order of one name's values does (stable sort).
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
         Read {
             status,
-            headers: headers
-                .iter()
-                .filter(|(k, _)| *k != header::CONTENT_LENGTH && *k != header::TRANSFER_ENCODING)
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
+            headers: fields,
             body: body.to_vec(),
         }
     }
@@ -1079,6 +1102,8 @@ mod tests {
         "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
         "HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
         "HTTP/1.1 200 OK\r\nX:\tv \r\nContent-Length: 2\r\n\r\nhi",
+        // Content-Length dropped for Transfer-Encoding reorders the map (found by the fuzzer).
+        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nA: 1\r\nTransfer-Encoding: x\r\nB: 2\r\n\r\nuntil close",
     ];
 
     #[test]
@@ -1116,10 +1141,17 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nhi\r\n0\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\rb\r\nhi\r\n0\r\n\r\n",
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX: \n1\r\n\r\n",
         ] {
             assert_eq!(differential::ours(raw.as_bytes(), false), None, "{raw:?}");
             assert_eq!(differential::hyper(raw.as_bytes(), false), None, "{raw:?}");
         }
+        // A coding that is not a token: hyper reads to the close (`chunked` unseen), a reader
+        // trusting the last token would decode chunks; refused here.
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xffgzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+        assert_eq!(differential::ours(raw, false), None);
+        assert!(differential::hyper(raw, false).is_some());
     }
 
     #[test]
