@@ -944,7 +944,7 @@ pub mod differential {
     use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    use super::{MAX_HEAD_BYTES, State, parse_head, response_framing, step};
+    use super::{MAX_HEAD_BYTES, MAX_HEADERS, State, parse_head, response_framing, step};
 
     /// One response as a reader took it.
     #[derive(Debug, PartialEq, Eq)]
@@ -1009,10 +1009,12 @@ pub mod differential {
                 let _ = tx.shutdown().await;
                 let _ = rx.read_to_end(&mut seen).await;
             });
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
-                    .await
-                    .ok()?;
+            // With our header ceiling: a limit is not a reading.
+            let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+                .max_headers(MAX_HEADERS)
+                .handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .ok()?;
             let driver = tokio::spawn(conn);
             let req = http::Request::builder()
                 .method(if head_request { "HEAD" } else { "GET" })
