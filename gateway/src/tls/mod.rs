@@ -5,6 +5,7 @@
 mod certs;
 mod error;
 mod settings;
+mod socket;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -20,6 +21,7 @@ use x509_parser::{extensions::GeneralName, prelude::FromDer};
 
 pub use error::TlsError;
 pub use settings::{CertificatePair, ClientAuth, TlsSettings, TlsVersion};
+pub use socket::TlsSocket;
 
 /// Terminates TLS for one listener. Cheap to share (`Arc`); [`reload`](Self::reload) swaps the
 /// configuration used by new handshakes.
@@ -65,9 +67,12 @@ impl TlsAcceptor {
     pub async fn accept(
         &self,
         tcp: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, TlsInfo), TlsError> {
+    ) -> Result<(TlsStream<TlsSocket>, TlsInfo), TlsError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
-        let stream = acceptor.accept(tcp).await.map_err(TlsError::Handshake)?;
+        let stream = acceptor
+            .accept(TlsSocket::new(tcp))
+            .await
+            .map_err(TlsError::Handshake)?;
         let info = TlsInfo::of(stream.get_ref().1);
         Ok((stream, info))
     }
