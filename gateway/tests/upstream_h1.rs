@@ -477,6 +477,15 @@ async fn malformed_responses_are_protocol_errors() {
             &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc"[..],
         ),
         ("closed without answering", &b""[..]),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            &b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "Transfer-Encoding not a token",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: \xffgzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+                [..],
+        ),
     ] {
         let backend = Scripted::start(move |_| Reply::SendThenClose(reply)).await;
         let (_set, pool) = upstream(&backend.url());
@@ -502,6 +511,30 @@ async fn malformed_responses_are_protocol_errors() {
         (
             "bad chunk size",
             &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nab\r\n"[..],
+        ),
+        // Framing hyper's reader refuses (the differential in `upstream/h1.rs` found these
+        // read here): a signed or space-led chunk size, a bare CR in a chunk extension, junk
+        // or a bare LF in the trailer section.
+        (
+            "signed chunk size",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+2\r\nab\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "space before a chunk size",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n 2\r\nab\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "bare CR in a chunk extension",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;a\rb\r\nab\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "junk trailer line",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "bare LF in a trailer value",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx: \n1\r\n\r\n"
+                [..],
         ),
     ] {
         let backend = Scripted::start(move |_| Reply::SendThenClose(reply)).await;
