@@ -805,11 +805,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
     let (digits, rest) = line.split_at(end);
-    let ws = rest
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(rest.len());
-    let rest = &rest[ws..];
+    let rest = trim_ows(rest);
     if digits.is_empty() || digits.len() > 16 || !(rest.is_empty() || rest[0] == b';') {
         return None;
     }
@@ -825,19 +821,19 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// `name: value` with a token for a name and a valid value (RFC 9110 5.1, 5.5).
 fn is_field_line(line: &[u8]) -> bool {
     line.iter().position(|&b| b == b':').is_some_and(|colon| {
-        // Only spaces and tabs around a value (RFC 9110 5.5): not a bare CR or LF.
-        let value = &line[colon + 1..];
-        let start = value
-            .iter()
-            .position(|b| !matches!(b, b' ' | b'\t'))
-            .unwrap_or(value.len());
-        let end = value
-            .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\t'))
-            .map_or(start, |i| i + 1);
         HeaderName::from_bytes(&line[..colon]).is_ok()
-            && HeaderValue::from_bytes(&value[start..end.max(start)]).is_ok()
+            && HeaderValue::from_bytes(trim_ows(&line[colon + 1..])).is_ok()
     })
+}
+
+/// Without the optional whitespace around it: spaces and tabs only (RFC 9110 5.6.3), not the
+/// CR, LF and form feed `trim_ascii` also takes, which other readers treat as line ends or
+/// errors.
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let ows = |c: &u8| matches!(c, b' ' | b'\t');
+    let start = b.iter().position(|c| !ows(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ows(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
 
 /// Up to `left` buffered bytes of a delimited body (a length or a chunk), and how many of it
