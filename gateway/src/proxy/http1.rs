@@ -36,6 +36,7 @@ use tokio::{
 use super::{
     Body,
     deadline::Deadline,
+    headers::Added,
     service::{self, ClientBody, Connection, Shared},
 };
 use crate::config::HttpLimits;
@@ -94,10 +95,10 @@ where
             Next::Handover => return Ok(Served::Handover(Rewind::new(io, buf.freeze()))),
         };
         let head_request = req.method() == Method::HEAD;
-        let Ok(resp) = service::handle(Arc::clone(shared), Arc::clone(conn), req).await;
+        let (resp, added) = service::respond(Arc::clone(shared), Arc::clone(conn), req).await;
         // Asked to stop meanwhile: this answer says the connection closes.
         let keep_alive = keep_alive && !stop.has_changed().unwrap_or(true);
-        write_response(&mut io, &mut out, resp, head_request, keep_alive).await?;
+        write_response(&mut io, &mut out, resp, &added, head_request, keep_alive).await?;
         if !keep_alive {
             let _ = io.shutdown().await;
             return Ok(Served::Done);
@@ -302,8 +303,9 @@ fn build(
     spans: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Option<(Uri, HeaderMap)> {
     let uri = Uri::from_maybe_shared(head.slice(start..end)).ok()?;
-    // Room for what the gateway adds upstream (forwarding headers, request id) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+    // Room for a header a stage adds (the gateway's own forwarding headers are not inserted:
+    // `headers::Added`).
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     for (name, start, end) in spans.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
         headers.append(name, value);
@@ -340,13 +342,14 @@ async fn write_response<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
     resp: Response<Body>,
+    added: &Added,
     head_request: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let framing = framing(&parts.headers, &body, status, head_request);
-    encode_head(out, status, &parts.headers, framing, keep_alive);
+    encode_head(out, status, &parts.headers, added, framing, keep_alive);
     if matches!(framing, Framing::None | Framing::HeadOf(_)) {
         drop(body);
         io.write_all(out).await?;
@@ -442,6 +445,7 @@ fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    added: &Added,
     framing: Framing,
     keep_alive: bool,
 ) {
@@ -466,10 +470,17 @@ fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    for (name, value) in added.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     match framing {
-        // Writing to a `Vec` cannot fail.
         Framing::Length(n) | Framing::HeadOf(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None => {}
@@ -969,7 +980,7 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        encode_head(&mut out, status, &map, framing, true);
+        encode_head(&mut out, status, &map, &Added::default(), framing, true);
         String::from_utf8(out).expect("ascii")
     }
 

@@ -24,7 +24,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use super::{
     Body, BoxError,
     access_log::{AccessLog, redact_query},
-    headers,
+    headers::{self, Added, X_REQUEST_ID},
     identity::TrustedProxies,
     normalize,
     problem::Problem,
@@ -95,11 +95,24 @@ struct Outcome<'r> {
     findings: Vec<Finding>,
 }
 
+/// Serves `req` for hyper: the response with every header in its map.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Connection>,
     req: Request<ClientBody>,
 ) -> Result<Response<Body>, Infallible> {
+    let (mut resp, added) = respond(shared, conn, req).await;
+    added.insert_into(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Serves `req`: the response, and the headers the gateway adds to it (request id, security
+/// headers), which the gateway's own HTTP/1 encoder writes without inserting them.
+pub async fn respond(
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    req: Request<ClientBody>,
+) -> (Response<Body>, Added) {
     let started = Instant::now();
     // Cheap: standard methods are not allocated.
     let metrics_method = shared.metrics.as_ref().map(|_| req.method().clone());
@@ -129,7 +142,8 @@ pub async fn handle(
 
     // Blocked at L7 (a client behind a trusted proxy, or no XDP here): first thing, before any
     // work is spent on the request.
-    let (mut resp, outcome) = if shared.blocked.contains(client_ip) {
+    let mut added = Added::default();
+    let (resp, outcome) = if shared.blocked.contains(client_ip) {
         let problem = Problem::new(StatusCode::FORBIDDEN, "client_blocked");
         let outcome = Outcome {
             code: Some(problem.code),
@@ -139,7 +153,8 @@ pub async fn handle(
     } else {
         let behind_proxy = runtime.trusted.contains(conn.peer.ip());
         let ids = (request_id, request_id_value.clone());
-        let (resp, outcome) = match pipeline(&runtime, &conn, req, ids, client_ip).await {
+        let (resp, outcome) = match pipeline(&runtime, &conn, req, ids, client_ip, &mut added).await
+        {
             Ok(done) => done,
             Err((problem, outcome)) => {
                 // A rejection the client caused is evidence for the defense loop (the weight
@@ -188,8 +203,6 @@ pub async fn handle(
         }
         (resp, outcome)
     };
-    resp.headers_mut()
-        .insert(X_REQUEST_ID, request_id_value.clone());
 
     if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
         shared.access_log.log(&super::access_log::Entry {
@@ -211,7 +224,8 @@ pub async fn handle(
     if let (Some(m), Some(method)) = (&shared.metrics, &metrics_method) {
         record_metrics(m, method, &resp, outcome, started);
     }
-    Ok(resp)
+    added.set_request_id(request_id_value);
+    (resp, added)
 }
 
 /// One request into the Prometheus metrics: by route/method/status, latency by route,
@@ -252,6 +266,7 @@ async fn pipeline<'r>(
     req: Request<ClientBody>,
     (request_id, request_id_value): (&str, HeaderValue),
     client_ip: IpAddr,
+    response_added: &mut Added,
 ) -> Result<(Response<Body>, Outcome<'r>), Failure<'r>> {
     let mut outcome = Outcome::default();
     let fail = |problem: Problem, outcome: &mut Outcome<'r>| {
@@ -436,31 +451,29 @@ async fn pipeline<'r>(
         };
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    // Forwarding headers, Host, the request id and X-Real-IP: one growth instead of several.
-    parts.headers.reserve(6);
-    headers::set_forwarded(
-        &mut parts.headers,
-        runtime.trusted.contains(conn.peer.ip()),
-        &conn.peer_value,
-        if tls { "https" } else { "http" },
-        host_value.as_ref(),
-    );
     // HTTP/2's `:authority` (or an absolute-form target's authority) becomes Host; a Host it
     // came from is there already.
-    if let Some(h) = host_value
-        && parts.headers.get(header::HOST) != Some(&h)
+    if let Some(h) = &host_value
+        && parts.headers.get(header::HOST) != Some(h)
     {
-        parts.headers.insert(header::HOST, h);
+        parts.headers.insert(header::HOST, h.clone());
     }
-    parts.headers.insert(X_REQUEST_ID, request_id_value);
-    // The client as every stage sees it; a client-sent X-Real-IP was dropped with the other
+    // The client as every stage sees it; a client-sent X-Real-IP is dropped with the other
     // forwarding headers unless a trusted proxy set it.
     let real_ip = if client_ip == conn.peer.ip() {
         conn.peer_value.clone()
     } else {
         headers::ip_value(client_ip)
     };
-    parts.headers.insert(headers::X_REAL_IP, real_ip);
+    let forwarding = headers::forwarding(
+        &mut parts.headers,
+        runtime.trusted.contains(conn.peer.ip()),
+        &conn.peer_value,
+        if tls { "https" } else { "http" },
+        host_value.as_ref(),
+        request_id_value,
+        real_ip,
+    );
     parts.version = http::Version::HTTP_11;
     // What became of a streamed body, read if the upstream call fails.
     let mut fault = None;
@@ -499,7 +512,10 @@ async fn pipeline<'r>(
             .map_or(BODY_OK, |f| f.load(Ordering::Relaxed))
     };
 
-    let response = match upstream.send(Request::from_parts(parts, body)).await {
+    let response = match upstream
+        .send_with(Request::from_parts(parts, body), &forwarding)
+        .await
+    {
         Ok(r) => r,
         Err(_) if fault() == BODY_TOO_LARGE => {
             return Err(fail(
@@ -540,7 +556,9 @@ async fn pipeline<'r>(
     };
 
     headers::strip_hop_by_hop(&mut parts.headers);
-    route.response_policy.apply(&mut parts.headers, tls);
+    route
+        .response_policy
+        .apply(&mut parts.headers, tls, response_added);
     Ok((Response::from_parts(parts, body), outcome))
 }
 
@@ -693,8 +711,6 @@ async fn read_body(mut body: ClientBody, limit: u64, idle: Duration) -> Result<B
 fn body_timeout() -> Problem {
     Problem::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
 }
-
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// `X-Request-Id` from the client when it is sane (its bytes shared, not copied), else a fresh
 /// random one (one allocation, shared by the upstream request and the response).

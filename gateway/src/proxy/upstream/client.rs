@@ -27,7 +27,7 @@ use super::{
     config::{UpstreamConfig, UpstreamTls},
     h1::{H1Body, H1Error, H1Pool},
 };
-use crate::proxy::{Body, BoxError};
+use crate::proxy::{Body, BoxError, headers::Added};
 
 /// A client suited to one endpoint's protocol; cloning shares the connection pool.
 #[derive(Clone)]
@@ -77,7 +77,8 @@ impl Client {
         timeout: std::time::Duration,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
         let (mut head, body) = req.into_parts();
-        self.send(&mut head, body, false, timeout).await
+        self.send(&mut head, &Added::default(), body, false, timeout)
+            .await
     }
 
     /// Sends `head` and `body`, waiting up to `timeout` (from now) for the response head; the
@@ -88,20 +89,24 @@ impl Client {
     pub(super) async fn send(
         &self,
         head: &mut http::request::Parts,
+        added: &Added,
         body: Body,
         keep_head: bool,
         timeout: std::time::Duration,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
         let owned = |head: &mut http::request::Parts, body| {
-            let parts = if keep_head {
+            let mut parts = if keep_head {
                 head.clone()
             } else {
                 std::mem::replace(head, http::Request::new(()).into_parts().0)
             };
+            added.insert_into(&mut parts.headers);
             http::Request::from_parts(parts, body)
         };
         let response = match self {
-            Self::H1(pool) => return Ok(pool.send(head, body).await?.map(UpstreamBody::H1)),
+            Self::H1(pool) => {
+                return Ok(pool.send(head, added, body).await?.map(UpstreamBody::H1));
+            }
             Self::Https(client) => {
                 tokio::time::timeout(timeout, client.request(owned(head, body))).await
             }

@@ -38,7 +38,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::proxy::{Body, BoxError, deadline::Deadline};
+use crate::proxy::{Body, BoxError, deadline::Deadline, headers::Added};
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -158,6 +158,7 @@ impl H1Pool {
     pub(super) async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
+        added: &Added,
         mut body: Body,
     ) -> Result<Response<H1Body>, H1Error> {
         // The one clock read of the exchange: deadline, idle check and idle stamp.
@@ -205,7 +206,7 @@ impl H1Pool {
             }
         };
         let mut head = HEAD.take();
-        encode_head(&mut head, parts, framing, &self.authority);
+        encode_head(&mut head, parts, added, framing, &self.authority);
 
         let (conn, response, sent_whole) = match payload {
             Payload::Whole(data) => {
@@ -435,6 +436,7 @@ async fn exchange_streamed(
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
+    added: &Added,
     framing: Framing,
     authority: &HeaderValue,
 ) {
@@ -442,6 +444,7 @@ fn encode_head(
     let size: usize = parts
         .headers
         .iter()
+        .chain(added.iter())
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     out.clear();
@@ -459,6 +462,12 @@ fn encode_head(
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in added.iter() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -566,8 +575,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         spans.push((name, start, start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    // Room for what the gateway adds (request id, security headers) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+    // Room for a header a stage adds (CORS, rate limits); the request id and the security
+    // headers are not inserted (`headers::Added`).
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     let mut close = http10;
     for (name, start, end) in spans.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))

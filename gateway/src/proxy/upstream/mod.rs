@@ -43,7 +43,7 @@ pub use self::{
     },
     error::{UpstreamError, UpstreamErrorKind},
 };
-use crate::proxy::Body;
+use crate::proxy::{Body, headers::Added};
 
 /// Every upstream of one configuration generation. Dropping it stops its health checks; requests
 /// still holding an [`Upstream`] finish normally.
@@ -240,6 +240,16 @@ impl Upstream {
     /// 502/503/504, at most `retries.attempts` times, on another endpoint when there is one,
     /// within the retry budget, and not while the breaker is open or half-open.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.send_with(req, &Added::default()).await
+    }
+
+    /// [`Upstream::send`] with headers the gateway sets (forwarding, request id) beside
+    /// `req`'s own.
+    pub async fn send_with(
+        &self,
+        req: Request<Body>,
+        added: &Added,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let now = self.now_ms();
         let Some(mut permit) = self.breaker.admit(now) else {
             return Err(self.error(UpstreamErrorKind::CircuitOpen, None, None));
@@ -281,7 +291,9 @@ impl Upstream {
             parts.uri = endpoint.uri(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
             parts.version = endpoint.version();
 
-            let result = self.attempt(endpoint, &mut parts, body, replayable).await;
+            let result = self
+                .attempt(endpoint, &mut parts, added, body, replayable)
+                .await;
             let now = self.now_ms();
             let verdict = judge(&result);
             self.record_endpoint(index, verdict.endpoint_failed, now);
@@ -324,13 +336,14 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         head: &mut http::request::Parts,
+        added: &Added,
         body: Body,
         keep_head: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let _in_flight = endpoint.start();
         let sent = endpoint
             .client
-            .send(head, body, keep_head, self.response_timeout);
+            .send(head, added, body, keep_head, self.response_timeout);
         match sent.await {
             Ok(response) => Ok(response),
             Err(e) if e.is_timeout() => {
