@@ -303,7 +303,10 @@ impl Auth {
         let mut forward = Vec::new();
         let mut failure: Option<(&str, Failure)> = None;
         for (name, source) in &req.sources {
-            match source.authenticate(ctx, parts).await {
+            // Boxed: a source's future (a JWKS or introspection fetch) is kilobytes, and held
+            // inline it would be copied with every proxied request's future, authenticated or
+            // not.
+            match Box::pin(source.authenticate(ctx, parts)).await {
                 Ok(Some((principal, headers))) => {
                     forward.extend(headers);
                     found.push((name, principal));

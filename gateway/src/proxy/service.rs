@@ -548,7 +548,8 @@ async fn pipeline<'r>(
     }
     parts.headers.extend(stage_headers);
     let body = match &route.response_filter {
-        Some(filter) if !head_request => match filter.apply(&mut parts, body).await {
+        // Boxed: held inline, the filter's future would grow every request's.
+        Some(filter) if !head_request => match Box::pin(filter.apply(&mut parts, body)).await {
             Ok(body) => body,
             Err(problem) => return Err(fail(problem, &mut outcome)),
         },
@@ -587,7 +588,8 @@ async fn stages(
 
     // -- stage: authorisation --
     if let Some(require) = ctx.route.require.as_deref() {
-        require.authorize(ctx, parts).await?;
+        // Boxed for the reason the authentication sources are (`Auth::authenticate`).
+        Box::pin(require.authorize(ctx, parts)).await?;
     }
 
     // -- stage: validation --
