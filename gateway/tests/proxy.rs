@@ -61,6 +61,17 @@ impl Raw {
         })
     }
 
+    /// How many times the head carries `name`.
+    fn header_count(&self, name: &str) -> usize {
+        self.head
+            .lines()
+            .filter(|l| {
+                l.split_once(':')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            })
+            .count()
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
@@ -478,6 +489,41 @@ routes: [{{ match: {{ prefix: / }}, upstream: b }}]
     )
     .await;
     assert_eq!(r.status, 0, "{r:?}");
+}
+
+#[tokio::test]
+async fn the_gateways_own_headers_replace_what_client_and_upstream_sent_once_each() {
+    let b = Backend::start("b").await;
+    let proxy = start(&one_route(&b.url(), "")).await;
+    let addr = proxy.addr("main").expect("listener");
+    let forged = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: gopher\r\n\
+                  X-Forwarded-Host: evil.test\r\nX-Real-IP: 6.6.6.6\r\n\
+                  X-Request-Id: trace-abc-123\r\nX-Test-Answer-Ids: 1\r\n";
+    // HTTP/1.1 is served by the gateway's own loop, HTTP/1.0 by hyper: both write the
+    // gateway's headers, each once.
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let request =
+            format!("GET / {version}\r\nHost: api.test\r\n{forged}Connection: close\r\n\r\n");
+        let r = raw(addr, request.as_bytes()).await;
+        assert_eq!(r.status, 200, "{version}: {r:?}");
+        let j = r.json();
+        assert_eq!(j["repeated"], serde_json::json!([]), "{version}: {j}");
+        let sent = &j["headers"];
+        assert_eq!(sent["x-forwarded-for"], "127.0.0.1", "{version}: {j}");
+        assert_eq!(sent["x-forwarded-proto"], "http", "{version}");
+        assert_eq!(sent["x-forwarded-host"], "api.test", "{version}");
+        assert_eq!(sent["x-real-ip"], "127.0.0.1", "{version}");
+        assert_eq!(sent["x-request-id"], "trace-abc-123", "{version}");
+        for (name, value) in [
+            ("x-request-id", "trace-abc-123"),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(r.header_count(name), 1, "{version} {name}: {r:?}");
+            assert_eq!(r.header(name).as_deref(), Some(value), "{version} {name}");
+        }
+    }
 }
 
 #[tokio::test]

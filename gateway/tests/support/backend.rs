@@ -2,8 +2,10 @@
 //! what it received, so tests can assert what crossed the proxy.
 //!
 //! Paths: `/slow/<ms>` sleeps, `/status/<code>` answers that status, anything else echoes.
-//! Every answer is JSON: `{"backend", "method", "path", "headers": {name: value}}` and carries
-//! `Server` and `X-Powered-By` headers the proxy is expected to remove.
+//! Every answer is JSON: `{"backend", "method", "path", "headers": {name: value}, "repeated":
+//! [names received more than once]}` and carries `Server` and `X-Powered-By` headers the proxy
+//! is expected to remove. A request with `X-Test-Answer-Ids: 1` is answered with an
+//! `X-Request-Id` and security headers of the backend's own as well.
 
 use std::{
     collections::BTreeMap,
@@ -92,6 +94,14 @@ async fn answer(
     {
         status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     }
+    let mut repeated: Vec<String> = req
+        .headers()
+        .keys()
+        .filter(|k| req.headers().get_all(*k).iter().count() > 1)
+        .map(|k| k.to_string())
+        .collect();
+    repeated.dedup();
+    let answer_ids = req.headers().contains_key("x-test-answer-ids");
     let method = req.method().to_string();
     let headers: BTreeMap<String, String> = req
         .headers()
@@ -111,6 +121,7 @@ async fn answer(
         .unwrap_or(0);
     let body = serde_json::json!({
         "backend": name, "method": method, "path": target, "headers": headers, "body_len": body_len,
+        "repeated": repeated,
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
@@ -120,5 +131,14 @@ async fn answer(
         .insert("x-powered-by", "PHP/5.6".parse().expect("v"));
     resp.headers_mut()
         .insert("content-type", "application/json".parse().expect("v"));
+    if answer_ids {
+        for (k, v) in [
+            ("x-request-id", "upstream-id"),
+            ("x-frame-options", "SAMEORIGIN"),
+            ("x-content-type-options", "sniff-away"),
+        ] {
+            resp.headers_mut().insert(k, v.parse().expect("v"));
+        }
+    }
     Ok(resp)
 }
