@@ -63,7 +63,8 @@ static ADDED_NAMES: [HeaderName; ADDED] = [
     header::STRICT_TRANSPORT_SECURITY,
 ];
 
-/// A slot of [`Added`]: its index in [`ADDED_NAMES`].
+/// A slot of [`Added`]: its index in [`ADDED_NAMES`]. The upstream request's come first, up to
+/// `Hsts` (a response's only).
 #[derive(Clone, Copy)]
 enum Slot {
     ForwardedFor,
@@ -140,7 +141,7 @@ pub fn forwarding(
     // removals.
     if headers
         .keys()
-        .any(|k| k == header::FORWARDED || ADDED_NAMES[..5].contains(k))
+        .any(|k| k == header::FORWARDED || ADDED_NAMES[..Slot::Hsts as usize].contains(k))
     {
         if peer_trusted {
             if let Some(prev) = headers.remove(&X_FORWARDED_FOR)
