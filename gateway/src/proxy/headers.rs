@@ -111,6 +111,17 @@ impl Added {
             )
     }
 
+    /// Every header as HTTP/1 field lines (`name: value\r\n`): what the gateway's own
+    /// encoders write after the map's.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Into a header map, for an encoder that only reads maps (hyper's).
     pub fn insert_into(&self, headers: &mut HeaderMap) {
         for (name, value) in self.iter() {

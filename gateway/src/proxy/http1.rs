@@ -470,12 +470,7 @@ fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in added.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    added.write_to(out);
     match framing {
         Framing::Length(n) | Framing::HeadOf(n) => {
             out.extend_from_slice(b"content-length: ");
