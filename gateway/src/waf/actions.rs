@@ -1,6 +1,8 @@
 //! Actions that change the transaction when a rule matches: `setvar` (with arithmetic and macro
 //! expansion) and `ctl`, plus the `%{...}` macros `msg`, `logdata` and `setvar` use.
 
+use std::borrow::Cow;
+
 use super::{
     rule::parse_id_ranges,
     seclang,
@@ -52,11 +54,13 @@ impl Macro {
     }
 
     /// Expands references with `lookup` (unknown references expand to nothing).
-    pub fn expand(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    pub fn expand<'a>(&'a self, lookup: &dyn Fn(&str) -> Option<Cow<'a, str>>) -> Cow<'a, str> {
         match self.parts.as_slice() {
-            [] => return String::new(),
-            [Part::Lit(s)] => return s.clone(),
-            // A lone reference (`%{tx.allowed_methods}`, most operator arguments): its value.
+            [] => return Cow::Borrowed(""),
+            [Part::Lit(s)] => return Cow::Borrowed(s),
+            // A lone reference (`%{tx.allowed_methods}`, most operator arguments): its value,
+            // borrowed where it can be (CRS's method, content-type and extension lists are
+            // read by a rule each on every request).
             [Part::Ref(r)] => return lookup(r).unwrap_or_default(),
             _ => {}
         }
@@ -71,7 +75,7 @@ impl Macro {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 }
 

@@ -595,10 +595,8 @@ impl Engine {
                 Disruptive::Allow => return Flow::Allow,
                 _ => {}
             }
-            if let Some(m) = &rule.skip_after {
-                if let Some(&at) = p.markers.get(m) {
-                    i = at + 1;
-                }
+            if let Some(at) = rule.skip_to {
+                i = at + 1;
             } else if rule.skip > 0 {
                 let mut left = rule.skip;
                 while left > 0 && i < p.items.len() {
@@ -644,12 +642,12 @@ impl Engine {
             let msg = rule
                 .msg
                 .as_ref()
-                .map(|m| m.expand(&lookup))
+                .map(|m| m.expand(&lookup).into_owned())
                 .unwrap_or_default();
             let logdata = rule
                 .logdata
                 .as_ref()
-                .map(|m| m.expand(&lookup))
+                .map(|m| m.expand(&lookup).into_owned())
                 .unwrap_or_default();
             let (variable, value) = st.matched_var.clone().unwrap_or_default();
             st.matches.push(RuleMatch {
@@ -695,7 +693,7 @@ impl Engine {
             && link.exclusions.is_empty()
             && !st.removed_targets.iter().any(|(_, e)| e.var == Var::Tx)
         {
-            let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+            let expand = expander(rule, data, st);
             let value = match st.tx.get(k.as_str()) {
                 Some(v) if op.matches(v, &expand, None) => v.clone(),
                 _ => return false,
@@ -784,7 +782,7 @@ impl Engine {
                         continue;
                     }
                     let value = v.value.as_deref().unwrap_or(&cand.value);
-                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+                    let expand = expander(rule, data, st);
                     caps.clear();
                     if !op.matches(value, &expand, link.capture.then_some(&mut caps)) {
                         continue;
@@ -817,7 +815,7 @@ impl Engine {
                         let v = &st.values[idx];
                         let value = v.value.as_deref().unwrap_or(&cand.value);
                         if !filters || op.may_match(&v.bytes) {
-                            let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+                            let expand = expander(rule, data, st);
                             caps.clear();
                             if op.matches(value, &expand, link.capture.then_some(&mut caps)) {
                                 found = Some(value.to_vec());
@@ -844,7 +842,7 @@ impl Engine {
                 } else if link.multi_match {
                     // Values without a slot (TX, MATCHED_VARS) change during the request: they
                     // are transformed step by step here, outside the cache.
-                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+                    let expand = expander(rule, data, st);
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
                     let mut found = None;
                     caps.clear();
@@ -885,7 +883,7 @@ impl Engine {
                     if filters && !op.may_match(&bytes) {
                         continue;
                     }
-                    let expand = |m: &Macro| m.expand(&|r| lookup(r, rule, data, st));
+                    let expand = expander(rule, data, st);
                     caps.clear();
                     op.matches(value, &expand, link.capture.then_some(&mut caps))
                         .then(|| value.to_vec())
@@ -954,7 +952,8 @@ impl Engine {
                     SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => match m.literal() {
                         Some(l) => l,
                         None => {
-                            expanded_arg = m.expand(&lk);
+                            // Owned: the value may be the variable this setvar changes.
+                            expanded_arg = m.expand(&lk).into_owned();
                             &expanded_arg
                         }
                     },
@@ -1030,34 +1029,28 @@ fn var_name(var: Var, key: &[u8]) -> String {
     out
 }
 
-/// A macro reference (`tx.x`, `matched_var`, `request_headers.host`, `rule.id`), lowercase.
-fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String> {
+/// A macro reference (`tx.x`, `matched_var`, `request_headers.host`, `rule.id`), lowercase:
+/// borrowed from the transaction where it can be.
+fn lookup<'s>(r: &str, rule: &'s Rule, data: &RequestData, st: &'s State) -> Option<Cow<'s, str>> {
     let (coll, key) = match r.split_once('.') {
         Some((c, k)) => (c, Some(k)),
         None => (r, None),
     };
     match (coll, key) {
-        ("tx", Some(k)) => st
-            .tx
-            .get(k)
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-        ("ip" | "session" | "global" | "user" | "resource", Some(k)) => st
-            .vars
-            .get(&format!("{coll}.{k}"))
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-        ("matched_var", None) => st
-            .matched_var
-            .as_ref()
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
-        ("matched_var_name", None) => st.matched_var.as_ref().map(|(n, _)| n.to_string()),
-        ("rule", Some("id")) => Some(rule.id.to_string()),
+        ("tx", Some(k)) => st.tx.get(k).map(|v| text(v)),
+        ("ip" | "session" | "global" | "user" | "resource", Some(k)) => {
+            st.vars.get(&format!("{coll}.{k}")).map(|v| text(v))
+        }
+        ("matched_var", None) => st.matched_var.as_ref().map(|(_, v)| text(v)),
+        ("matched_var_name", None) => st.matched_var.as_ref().map(|(n, _)| Cow::Borrowed(&**n)),
+        ("rule", Some("id")) => Some(Cow::Owned(rule.id.to_string())),
         ("rule", Some("msg")) => rule
             .msg
             .as_ref()
-            .map(|m| m.literal().unwrap_or_default().to_owned()),
-        ("rule", Some("severity")) => rule.severity.map(|s| s.to_string()),
+            .map(|m| Cow::Borrowed(m.literal().unwrap_or_default())),
+        ("rule", Some("severity")) => rule.severity.map(|s| Cow::Owned(s.to_string())),
         ("rule", Some(_)) => None,
-        ("reqbody_error_msg", None) => Some(data.reqbody_error_msg.clone()),
+        ("reqbody_error_msg", None) => Some(Cow::Owned(data.reqbody_error_msg.clone())),
         _ => {
             let var = Var::from_name(coll)?;
             let target = Target {
@@ -1068,8 +1061,26 @@ fn lookup(r: &str, rule: &Rule, data: &RequestData, st: &State) -> Option<String
             let mut out = Vec::new();
             collect(&target, data, st, &mut out, |_, _| false);
             out.first()
-                .map(|c| String::from_utf8_lossy(&c.value).into_owned())
+                .map(|c| Cow::Owned(String::from_utf8_lossy(&c.value).into_owned()))
         }
+    }
+}
+
+/// Resolves the `%{...}` references of an operator's argument against the transaction.
+fn expander<'s>(
+    rule: &'s Rule,
+    data: &'s RequestData,
+    st: &'s State,
+) -> impl Fn(&'s Macro) -> Cow<'s, str> + Copy {
+    move |m| m.expand(&|r| lookup(r, rule, data, st))
+}
+
+/// A value as text: borrowed when it is UTF-8 (`from_utf8` checks ASCII a word at a time; the
+/// lossy decoder walks it in chunks), replacement characters otherwise.
+fn text(v: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
     }
 }
 
@@ -1482,6 +1493,26 @@ mod tests {
             .iter()
             .map(|m| m.id)
             .collect()
+    }
+
+    /// `skipAfter` resumes after its marker (resolved to a position when loading ends), also
+    /// when a `SecRuleRemoveById` took rules out before the marker; a rule that does not match
+    /// skips nothing. Also: a macro argument reads the transaction's current value.
+    #[test]
+    fn skip_after_resumes_after_its_marker() {
+        let e = engine(
+            r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.limit=3"
+SecRule ARGS:skip "@streq yes" "id:2,phase:1,pass,log,msg:r2,skipAfter:END"
+SecRule ARGS "@rx ." "id:3,phase:1,pass,log,msg:r3"
+SecRule ARGS "@rx ." "id:4,phase:1,pass,log,msg:r4"
+SecRule ARGS "@rx ." "id:5,phase:1,pass,log,msg:r5"
+SecMarker END
+SecRule ARGS:n "@lt %{tx.limit}" "id:6,phase:1,pass,log,msg:r6"
+SecRuleRemoveById 4
+"#,
+        );
+        assert_eq!(ids(&e, "/?skip=yes&n=2"), vec![2, 6]);
+        assert_eq!(ids(&e, "/?skip=no&n=3"), vec![3, 5]);
     }
 
     /// The transformation cache remembers "unchanged" results; a chain that only trims returns

@@ -11,7 +11,7 @@ mod required;
 mod rx;
 mod validate;
 
-use std::path::Path;
+use std::{borrow::Cow, path::Path};
 
 use super::actions::Macro;
 
@@ -203,19 +203,19 @@ impl Operator {
     /// [`Self::has_macros`]); `captures` gets TX.0..TX.9 (whole match then groups) when the rule
     /// has `capture` (for @detectSQLi the libinjection fingerprint goes in TX.0, as ModSecurity
     /// does).
-    pub fn matches(
-        &self,
+    pub fn matches<'s>(
+        &'s self,
         input: &[u8],
-        expand: &dyn Fn(&Macro) -> String,
+        expand: &dyn Fn(&'s Macro) -> Cow<'s, str>,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
         self.matches_raw(input, expand, captures) != self.negated
     }
 
-    fn matches_raw(
-        &self,
+    fn matches_raw<'s>(
+        &'s self,
         input: &[u8],
-        expand: &dyn Fn(&Macro) -> String,
+        expand: &dyn Fn(&'s Macro) -> Cow<'s, str>,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
         let expanded = || self.arg_macro.as_ref().map(expand).unwrap_or_default();
@@ -308,7 +308,7 @@ fn num_op(op: compare::NumOp, arg: &str, macros: bool) -> Kind {
 mod tests {
     use super::*;
 
-    fn no_macros(_: &Macro) -> String {
+    fn no_macros(_: &Macro) -> Cow<'_, str> {
         unreachable!("no macros in this operator")
     }
 
@@ -420,15 +420,15 @@ mod tests {
         assert!(within.has_macros());
         let expand = |m: &Macro| {
             assert_eq!(m, &Macro::parse("%{tx.allowed_methods}"));
-            "GET HEAD POST".to_string()
+            Cow::Borrowed("GET HEAD POST")
         };
         assert!(!within.matches(b"GET", &expand, None));
         assert!(within.matches(b"TRACE", &expand, None));
         let lt = op("lt", false, "%{tx.detection_paranoia_level}");
-        assert!(lt.matches(b"1", &|_| "2".to_string(), None));
-        assert!(!lt.matches(b"2", &|_| "2".to_string(), None));
+        assert!(lt.matches(b"1", &|_| Cow::Borrowed("2"), None));
+        assert!(!lt.matches(b"2", &|_| Cow::Borrowed("2"), None));
         let rx = op("rx", false, "^%{tx.prefix}");
-        assert!(rx.matches(b"abc", &|_| "^ab".to_string(), None));
+        assert!(rx.matches(b"abc", &|_| Cow::Borrowed("^ab"), None));
         // Literal-argument operators never expand.
         assert!(!op("validateByteRange", false, "32-126").has_macros());
     }
