@@ -30,6 +30,18 @@ impl ByteSet {
         s
     }
 
+    /// The bytes of `bytes`, as a constant.
+    pub const fn of_const(bytes: &[u8]) -> Self {
+        let mut s = [0u64; 4];
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            s[(b >> 6) as usize] |= 1 << (b & 63);
+            i += 1;
+        }
+        Self(s)
+    }
+
     pub fn insert(&mut self, b: u8) {
         self.0[usize::from(b >> 6)] |= 1 << (b & 63);
     }
