@@ -54,7 +54,19 @@ pub fn for_phrases<P: AsRef<[u8]>>(phrases: &[P]) -> Option<Factors> {
 fn useful(mut f: Factors) -> Option<Factors> {
     f.sort_unstable();
     f.dedup();
-    (!f.is_empty() && f.iter().all(|l| l.len() >= MIN_FACTOR)).then_some(f)
+    (!f.is_empty() && f.iter().all(|l| l.len() >= MIN_FACTOR)).then(|| minimal(f))
+}
+
+/// Without the factors that contain another one: wherever such a factor occurs the shorter one
+/// does too, so it filters nothing more, and cut to its first bytes for the index it filters
+/// less (CRS 943110's `^(?:json\.)?(?:...|cfid|...)$` gives `json.cfid` beside `cfid`; cut to
+/// `json.c`, it let every JSON argument name starting with `c` through).
+fn minimal(f: Factors) -> Factors {
+    let all: std::collections::HashSet<&[u8]> = f.iter().map(Vec::as_slice).collect();
+    f.iter()
+        .filter(|a| !(MIN_FACTOR..a.len()).any(|n| a.windows(n).any(|w| all.contains(w))))
+        .cloned()
+        .collect()
 }
 
 /// Every string `h` can match, when that set is small (lowercased; look-arounds match "").
@@ -64,13 +76,22 @@ fn exact(h: &Hir) -> Option<Factors> {
         HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
         HirKind::Class(c) => class_bytes(c).map(|bs| bs.into_iter().map(|b| vec![b]).collect()),
         HirKind::Capture(c) => exact(&c.sub),
-        HirKind::Repetition(r) if r.max == Some(r.min) && r.min <= 4 => {
+        // `x{n}`, and `x?`, `x{1,3}`: each count's strings.
+        HirKind::Repetition(r) if r.max.is_some_and(|max| max <= 4) => {
             let one = exact(&r.sub)?;
             let mut out = vec![Vec::new()];
             for _ in 0..r.min {
                 out = cross(&out, &one)?;
             }
-            Some(out)
+            let mut all = out.clone();
+            for _ in r.min..r.max.unwrap_or(r.min) {
+                out = cross(&out, &one)?;
+                all.extend(out.iter().cloned());
+                if all.len() > MAX_CROSS {
+                    return None;
+                }
+            }
+            Some(all)
         }
         HirKind::Concat(subs) => {
             let mut out = vec![Vec::new()];
@@ -267,8 +288,27 @@ mod tests {
             f(r"(?:select|insert)\s"),
             Some(vec!["insert".into(), "select".into()])
         );
+        // Optional and bounded pieces give each count's strings.
+        assert_eq!(
+            f(r"c(?:f(?:s?id|token)|i_session)"),
+            Some(vec![
+                "cfid".into(),
+                "cfsid".into(),
+                "cftoken".into(),
+                "ci_session".into()
+            ])
+        );
+        assert_eq!(
+            f(r"ab-{1,2}cd"),
+            Some(vec!["ab--cd".into(), "ab-cd".into()])
+        );
         // Small classes multiply out; `\d` does not.
         assert_eq!(f(r"ab[cd]e"), Some(vec!["abce".into(), "abde".into()]));
+        // A factor holding another adds nothing: an optional prefix leaves the shorter one.
+        assert_eq!(
+            f(r"^(?:json\.)?(?:cfid|cftoken|session_id)$"),
+            Some(vec!["cfid".into(), "cftoken".into(), "session_id".into()])
+        );
     }
 
     #[test]

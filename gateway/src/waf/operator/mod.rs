@@ -169,6 +169,8 @@ impl Operator {
             Kind::Rx(rx) => rx.required().admits(present),
             Kind::Pm(pm) => pm.required().admits(present),
             Kind::DetectXss => XSS_NEEDS.intersects(present),
+            Kind::ValidateByteRange(r) => r.outside().intersects(present),
+            Kind::ValidateUtf8Encoding => ByteSet::NON_ASCII.intersects(present),
             _ => true,
         }
     }
@@ -193,7 +195,7 @@ impl Operator {
             && match &self.kind {
                 Kind::Rx(rx) => !rx.required().is_empty(),
                 Kind::Pm(pm) => !pm.required().is_empty(),
-                Kind::DetectXss => true,
+                Kind::DetectXss | Kind::ValidateByteRange(_) | Kind::ValidateUtf8Encoding => true,
                 _ => false,
             }
     }

@@ -1,11 +1,15 @@
 //! `@validateByteRange`, `@validateUrlEncoding` (and `@validateUtf8Encoding`, inline in mod.rs):
 //! each *matches* when the value is invalid.
 
+use super::ByteSet;
+
 /// The allowed bytes of `@validateByteRange 9,10,13,32-126`.
 #[derive(Debug)]
 pub(super) struct ByteRange {
     /// Bit b set: byte b allowed.
     allowed: [u64; 4],
+    /// The other bytes: a value holding none of them is valid.
+    outside: ByteSet,
 }
 
 impl ByteRange {
@@ -36,7 +40,13 @@ impl ByteRange {
         if !any {
             return Err("no ranges".to_string());
         }
-        Ok(Self { allowed })
+        let outside = ByteSet::where_(|b| allowed[usize::from(b >> 6)] & (1 << (b & 63)) == 0);
+        Ok(Self { allowed, outside })
+    }
+
+    /// The bytes outside the range: the operator matches exactly the values holding one.
+    pub(super) fn outside(&self) -> &ByteSet {
+        &self.outside
     }
 
     pub(super) fn has_byte_outside(&self, input: &[u8]) -> bool {
@@ -73,6 +83,12 @@ mod tests {
         assert!(r.has_byte_outside(b"a\x00b"));
         assert!(r.has_byte_outside(b"\x7f"));
         assert!(!r.has_byte_outside(b""));
+        for v in [&b"hello world\r\n"[..], b"a\x00b", b"\x7f", b""] {
+            assert_eq!(
+                r.outside().intersects(&ByteSet::of(v)),
+                r.has_byte_outside(v)
+            );
+        }
         let all = ByteRange::parse("1-255").expect("parses");
         assert!(all.has_byte_outside(b"\x00"));
         assert!(ByteRange::parse("1-300").is_err());
