@@ -28,8 +28,9 @@ const MAX_UNION: usize = 4096;
 /// too): with CRS's phrase lists at full length the automaton took 29 MB, at this one 3 MB
 /// (and filters nearly as well: 6.36M against 6.27M instructions per 2 KB request).
 const MAX_INDEXED: usize = 6;
-/// Largest class, after folding ASCII case, expanded into its bytes (`[cC]` is one).
-const MAX_CLASS: usize = 4;
+/// Largest class, after folding ASCII case, expanded into its bytes (`[cC]` is one; CRS's
+/// `[\s\x0b]` is six).
+const MAX_CLASS: usize = 6;
 
 /// For a compiled `@rx` pattern (the exact text given to the regex builder).
 pub fn for_regex(pattern: &str) -> Option<Factors> {
@@ -285,7 +286,7 @@ mod tests {
         assert!(case == ["case"] || case == ["when"], "{case:?}");
         assert_eq!(f(r"(?i)\bunion\b"), Some(vec!["union".into()]));
         assert_eq!(
-            f(r"(?:select|insert)\s"),
+            f(r"(?:select|insert)\W"),
             Some(vec!["insert".into(), "select".into()])
         );
         // Optional and bounded pieces give each count's strings.
@@ -302,6 +303,10 @@ mod tests {
             f(r"ab-{1,2}cd"),
             Some(vec!["ab--cd".into(), "ab-cd".into()])
         );
+        // CRS's `[\s\x0b]` multiplies out too (CRS 942230's `if[\s\x0b]?\(`).
+        let f_if = f(r"if[\s\x0b]?\(").expect("factors");
+        assert_eq!(f_if.len(), 7);
+        assert!(f_if.contains(&"if(".to_string()) && f_if.contains(&"if (".to_string()));
         // Small classes multiply out; `\d` does not.
         assert_eq!(f(r"ab[cd]e"), Some(vec!["abce".into(), "abde".into()]));
         // A factor holding another adds nothing: an optional prefix leaves the shorter one.
