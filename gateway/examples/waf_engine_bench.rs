@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ids: Vec<u32> = out.matches.iter().map(|m| m.id).collect();
             println!("warning: benign body of {} B matched {ids:?}", b.len());
         }
-        let n = (iters * 100 / size.max(100)).clamp(5, iters);
+        let n = (iters * 100 / size.max(100)).clamp(5, iters.max(5));
         let mut runs = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
