@@ -444,10 +444,9 @@ mod tests {
         assert!(!op("validateByteRange", false, "32-126").has_macros());
     }
 
-    /// The `@detectXSS` byte filter only skips values libinjection passes: every string of
-    /// up to five bytes over the tokenizer's other special bytes and pieces of black names and
-    /// URLs, and phrases of the same pieces (no `<`, no `=`), is not XSS to it; with one of the
-    /// two it runs.
+    /// The `@detectXSS` byte filter only skips values libinjection passes: every sequence of
+    /// up to four pieces (the tokenizer's other special bytes, black attribute names, a black
+    /// URL scheme; no `<`, no `=`) is skipped and is not XSS to it; with one of the two it runs.
     #[test]
     fn xss_filter_skips_only_what_libinjection_passes() {
         let xss = op("detectXSS", false, "");
