@@ -77,8 +77,12 @@ impl ByteSet {
         (a & e) | (b & f) | (c & g) | (d & h) != 0
     }
 
+    pub fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+
     fn iter(&self) -> impl Iterator<Item = u8> + '_ {
-        (0..=255u8).filter(|&b| self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0)
+        (0..=255u8).filter(|&b| self.contains(b))
     }
 
     /// How common these bytes are in benign API text: lower is a better filter.

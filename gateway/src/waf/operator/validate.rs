@@ -3,18 +3,16 @@
 
 use super::ByteSet;
 
-/// The allowed bytes of `@validateByteRange 9,10,13,32-126`.
+/// `@validateByteRange 9,10,13,32-126`, kept as the bytes outside the ranges.
 #[derive(Debug)]
 pub(super) struct ByteRange {
-    /// Bit b set: byte b allowed.
-    allowed: [u64; 4],
-    /// The other bytes: a value holding none of them is valid.
+    /// The bytes not allowed: a value holding none of them is valid.
     outside: ByteSet,
 }
 
 impl ByteRange {
     pub(super) fn parse(arg: &str) -> Result<Self, String> {
-        let mut allowed = [0u64; 4];
+        let mut allowed = ByteSet::default();
         let mut any = false;
         for part in arg.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let num = |s: &str| {
@@ -33,15 +31,16 @@ impl ByteRange {
                 return Err(format!("range {part:?} is reversed"));
             }
             for b in lo..=hi {
-                allowed[usize::from(b >> 6)] |= 1 << (b & 63);
+                allowed.insert(b);
             }
             any = true;
         }
         if !any {
             return Err("no ranges".to_string());
         }
-        let outside = ByteSet::where_(|b| allowed[usize::from(b >> 6)] & (1 << (b & 63)) == 0);
-        Ok(Self { allowed, outside })
+        Ok(Self {
+            outside: ByteSet::where_(|b| !allowed.contains(b)),
+        })
     }
 
     /// The bytes outside the range: the operator matches exactly the values holding one.
@@ -50,9 +49,7 @@ impl ByteRange {
     }
 
     pub(super) fn has_byte_outside(&self, input: &[u8]) -> bool {
-        input
-            .iter()
-            .any(|&b| self.allowed[usize::from(b >> 6)] & (1 << (b & 63)) == 0)
+        input.iter().any(|&b| self.outside.contains(b))
     }
 }
 
