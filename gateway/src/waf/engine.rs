@@ -767,9 +767,10 @@ impl Engine {
                     let cand = &cands.arena[a + i];
                     if let (Some(filter), Some(literals)) =
                         (link.literal_filter, &self.rules.literals)
+                        && filter.applies(&v.bytes)
                     {
                         let value = v.value.as_deref().unwrap_or(&cand.value);
-                        if !st.literal_hits.passes(literals, vi, value, filter) {
+                        if !st.literal_hits.passes(literals, vi, value, filter.bit) {
                             continue;
                         }
                     }

@@ -58,12 +58,29 @@ pub struct Link {
     pub target_set: Option<u32>,
     /// This link's bit in a value's literal-index hits ([`RuleSet::literals`]), when its
     /// operator has literal factors and its values are cached per phase (`target_ids`).
-    pub literal_filter: Option<u32>,
+    pub literal_filter: Option<LiteralFilter>,
     /// `TX:NAME` when the link reads that one variable (the many paranoia-level guards):
     /// its MATCHED_VAR_NAME, built once rather than per request.
     pub tx_name: Option<Arc<str>>,
     /// Non-disruptive actions, run when the whole chain matched.
     pub actions: Vec<Action>,
+}
+
+/// A link's literal factors in the shared index.
+#[derive(Clone, Copy, Debug)]
+pub struct LiteralFilter {
+    /// The link's bit in a value's hits.
+    pub bit: u32,
+    /// The factors hold only for values holding none of these bytes (usually none: for every
+    /// value); a value holding one is not filtered.
+    pub unless: ByteSet,
+}
+
+impl LiteralFilter {
+    /// Whether the factors hold for a value holding `bytes`.
+    pub fn applies(&self, bytes: &ByteSet) -> bool {
+        !self.unless.intersects(bytes)
+    }
 }
 
 /// One transformation of a `multiMatch` link.
@@ -238,8 +255,12 @@ impl Builder {
                         link.target_set = Some(*sets.entry(list.clone()).or_insert(next));
                     }
                     link.target_ids = Some(list);
-                    if let Some(f) = link.op.as_ref().and_then(Operator::literal_factors) {
-                        link.literal_filter = Some(factors.len() as u32);
+                    if let Some((f, unless)) = link.op.as_ref().and_then(Operator::literal_factors)
+                    {
+                        link.literal_filter = Some(LiteralFilter {
+                            bit: factors.len() as u32,
+                            unless,
+                        });
                         factors.push(f.clone());
                     }
                 }

@@ -13,7 +13,11 @@
 //! the regression payloads.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{
+    Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind,
+};
+
+use super::required::ByteSet;
 
 /// Lowercase strings; every match contains one of them, ASCII case-insensitively.
 pub type Factors = Vec<Vec<u8>>;
@@ -32,14 +36,83 @@ const MAX_INDEXED: usize = 6;
 /// `[\s\x0b]` is six).
 const MAX_CLASS: usize = 6;
 
-/// For a compiled `@rx` pattern (the exact text given to the regex builder).
-pub fn for_regex(pattern: &str) -> Option<Factors> {
+/// Bytes whose absence gives factors to patterns written to survive obfuscation, tried in
+/// order (see [`for_regex`]): quotes, backslashes and `$` (shell quoting and variable
+/// expansion between the letters of a command); then brackets, pipes, `&`, `;` and `<>` too
+/// (SQL patterns opened by a quote or closed by `(`: 942190); then separators and whitespace
+/// too (command lists whose short words must end in one: 932260, on one-word values such as
+/// argument names, numbers, codes). [`super::required`] uses the same sets: a pattern that
+/// cannot match at all without one of a set's bytes needs one (932250).
+pub(super) const OBFUSCATION: [&[u8]; 3] = [
+    b"\"'`\\$",
+    b"\"'`\\$()[]{}<>|&;",
+    b"\"'`\\$()[]{}<>|&;, \t\n\r\x0b\x0c",
+];
+
+/// For a compiled `@rx` pattern (the exact text given to the regex builder): factors, and the
+/// bytes a value must lack for them to hold (none if they hold for every value).
+///
+/// Some patterns admit a match without any fixed string only through bytes that benign text
+/// rarely holds (CRS's obfuscation-tolerant RCE patterns allow `"`, `'`, `\` or `$(...)` between
+/// any two letters of a command): on a value holding none of those bytes, a match can only use
+/// the rest of the pattern, whose factors then hold. A value holding one of them gets the
+/// operator call as before.
+pub fn for_regex(pattern: &str) -> Option<(Factors, ByteSet)> {
     let hir = regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()
         .parse(pattern)
         .ok()?;
-    useful(required(&hir)?)
+    if let Some(f) = required(&hir).and_then(useful) {
+        return Some((f, ByteSet::default()));
+    }
+    OBFUSCATION.iter().find_map(|bytes| {
+        let unless = ByteSet::of(bytes);
+        let within = without(&hir, &unless)?;
+        Some((useful(required(&within)?)?, unless))
+    })
+}
+
+/// `h` for inputs holding none of the bytes `unless`: what a match can use of it (`None` if
+/// nothing: no match is possible). Every match of `h` on such an input is a match of the result,
+/// so the result's factors hold for those inputs.
+pub(super) fn without(h: &Hir, unless: &ByteSet) -> Option<Hir> {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(h.clone()),
+        HirKind::Literal(l) => l.0.iter().all(|&b| !unless.contains(b)).then(|| h.clone()),
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut c = c.clone();
+            c.difference(&ClassBytes::new(
+                unless.iter().map(|b| ClassBytesRange::new(b, b)),
+            ));
+            (!c.ranges().is_empty()).then(|| Hir::class(Class::Bytes(c)))
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut c = c.clone();
+            c.difference(&ClassUnicode::new(unless.iter().map(|b| {
+                let ch = char::from(b);
+                ClassUnicodeRange::new(ch, ch)
+            })));
+            (!c.ranges().is_empty()).then(|| Hir::class(Class::Unicode(c)))
+        }
+        HirKind::Capture(c) => without(&c.sub, unless),
+        HirKind::Repetition(r) => match without(&r.sub, unless) {
+            Some(sub) => Some(Hir::repetition(regex_syntax::hir::Repetition {
+                sub: Box::new(sub),
+                ..r.clone()
+            })),
+            None if r.min == 0 => Some(Hir::empty()),
+            None => None,
+        },
+        HirKind::Concat(subs) => {
+            let subs: Option<Vec<Hir>> = subs.iter().map(|s| without(s, unless)).collect();
+            Some(Hir::concat(subs?))
+        }
+        HirKind::Alternation(subs) => {
+            let subs: Vec<Hir> = subs.iter().filter_map(|s| without(s, unless)).collect();
+            (!subs.is_empty()).then(|| Hir::alternation(subs))
+        }
+    }
 }
 
 /// For `@pm` phrases: every match is one of them.
@@ -154,14 +227,7 @@ fn union(subs: &[Hir], each: fn(&Hir) -> Option<Factors>, limit: usize) -> Optio
 }
 
 fn cross(a: &Factors, b: &Factors) -> Option<Factors> {
-    if a.len() * b.len() > MAX_CROSS {
-        return None;
-    }
-    Some(
-        a.iter()
-            .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
-            .collect(),
-    )
+    cross_within(a, b, MAX_CROSS)
 }
 
 /// Strings one of which every match of `h` contains, if the syntax guarantees some.
@@ -190,6 +256,11 @@ fn required(h: &Hir) -> Option<Factors> {
                         }
                     },
                     None => {
+                        // The run continued by how every match of `s` starts: what words
+                        // assembled into a prefix tree (`r(?:e(?:adelf|alpath)|uby...)`) give.
+                        if let Some(f) = cross_within(&run, &prefixes(s), MAX_UNION) {
+                            consider(f);
+                        }
                         consider(std::mem::replace(&mut run, vec![Vec::new()]));
                         if let Some(f) = required(s) {
                             consider(f);
@@ -202,6 +273,52 @@ fn required(h: &Hir) -> Option<Factors> {
         }
         _ => exact(h),
     }
+}
+
+/// Strings one of which every match of `h` starts with (at worst only "").
+fn prefixes(h: &Hir) -> Factors {
+    match h.kind() {
+        HirKind::Capture(c) => prefixes(&c.sub),
+        HirKind::Repetition(r) if r.min >= 1 => prefixes(&r.sub),
+        HirKind::Alternation(subs) => {
+            let mut out = Vec::new();
+            for s in subs {
+                out.extend(prefixes(s));
+                if out.len() > MAX_UNION {
+                    return vec![Vec::new()];
+                }
+            }
+            out
+        }
+        HirKind::Concat(subs) => {
+            let mut out = vec![Vec::new()];
+            for s in subs {
+                let (next, whole) = match exact(s) {
+                    Some(e) => (e, true),
+                    None => (prefixes(s), false),
+                };
+                match cross_within(&out, &next, MAX_UNION) {
+                    Some(longer) if whole => out = longer,
+                    Some(longer) => return longer,
+                    None => return out,
+                }
+            }
+            out
+        }
+        _ => exact(h).unwrap_or_else(|| vec![Vec::new()]),
+    }
+}
+
+/// [`cross`] with its own bound.
+fn cross_within(a: &Factors, b: &Factors, limit: usize) -> Option<Factors> {
+    if a.len() * b.len() > limit {
+        return None;
+    }
+    Some(
+        a.iter()
+            .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
+            .collect(),
+    )
 }
 
 /// Longer shortest strings filter better; then fewer strings.
@@ -273,7 +390,7 @@ mod tests {
     use super::*;
 
     fn f(p: &str) -> Option<Vec<String>> {
-        for_regex(&format!("(?sm-u){p}")).map(|v| {
+        for_regex(&format!("(?sm-u){p}")).map(|(v, _)| {
             v.into_iter()
                 .map(|s| String::from_utf8_lossy(&s).into_owned())
                 .collect()
@@ -282,8 +399,12 @@ mod tests {
 
     #[test]
     fn words_inside_patterns_are_factors() {
+        // `case` and the whitespace after it (6 strings) beat `when`.
         let case = f(r"(?i)[\s\x0b\(\)]case[\s\x0b]+when").expect("factors");
-        assert!(case == ["case"] || case == ["when"], "{case:?}");
+        assert!(
+            case.len() == 6 && case.iter().all(|c| c.starts_with("case")),
+            "{case:?}"
+        );
         assert_eq!(f(r"(?i)\bunion\b"), Some(vec!["union".into()]));
         assert_eq!(
             f(r"(?:select|insert)\W"),
@@ -314,6 +435,28 @@ mod tests {
             f(r"^(?:json\.)?(?:cfid|cftoken|session_id)$"),
             Some(vec!["cfid".into(), "cftoken".into(), "session_id".into()])
         );
+    }
+
+    #[test]
+    fn words_assembled_into_a_prefix_tree_are_factors() {
+        assert_eq!(
+            f(r"(?i)r(?:e(?:adelf|alpath)|uby[^\s]{1,10})"),
+            Some(vec!["readelf".into(), "realpath".into(), "ruby".into()])
+        );
+    }
+
+    #[test]
+    fn obfuscation_tolerant_words_are_factors_of_values_without_the_obfuscation() {
+        // Quotes or backslashes may sit between the letters: `c'a\t` matches, so `cat` is a
+        // factor only of values holding none of them.
+        let (factors, unless) =
+            for_regex(r#"(?sm-u)(?i)c["'\x5c]*a["'\x5c]*t[\s,]"#).expect("factors");
+        assert_eq!(factors, vec![b"cat".to_vec()]);
+        assert!(unless.contains(b'"') && unless.contains(b'\'') && unless.contains(b'\\'));
+        assert!(!unless.contains(b' ') && !unless.contains(b'c'));
+        // Where the plain pattern has factors they hold for every value.
+        let (_, unless) = for_regex(r"(?sm-u)(?i)\bunion\b").expect("factors");
+        assert_eq!(unless, ByteSet::default());
     }
 
     #[test]

@@ -175,15 +175,16 @@ impl Operator {
         }
     }
 
-    /// Strings one of which every match contains, for the shared literal index (`None`: no
-    /// such guarantee, or a negated or macro operator).
-    pub fn literal_factors(&self) -> Option<&Factors> {
+    /// Strings one of which every match contains, for the shared literal index, on values
+    /// holding none of the returned bytes (`None`: no such guarantee, or a negated or macro
+    /// operator).
+    pub fn literal_factors(&self) -> Option<(&Factors, ByteSet)> {
         if self.negated || self.macros {
             return None;
         }
         match &self.kind {
             Kind::Rx(rx) => rx.factors(),
-            Kind::Pm(pm) => pm.factors(),
+            Kind::Pm(pm) => pm.factors().map(|f| (f, ByteSet::default())),
             _ => None,
         }
     }

@@ -13,6 +13,8 @@
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 
+use super::literals::{OBFUSCATION, without};
+
 /// At most this many conditions are kept per operator (the rarest ones).
 const MAX_CONDITIONS: usize = 3;
 
@@ -81,7 +83,7 @@ impl ByteSet {
         self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
     }
 
-    fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = u8> + '_ {
         (0..=255u8).filter(|&b| self.contains(b))
     }
 
@@ -126,7 +128,20 @@ impl Required {
             .build()
             .parse(pattern);
         match parsed {
-            Ok(hir) => Self(best(needs(&hir))),
+            Ok(hir) => {
+                let mut conds = needs(&hir);
+                // A pattern that cannot match at all without one of a set's bytes needs that
+                // set (CRS 932250 ends every alternative with a separator or a quote, which
+                // `needs` does not see through the alternatives): the smallest such set.
+                if let Some(set) = OBFUSCATION
+                    .iter()
+                    .map(|b| ByteSet::of(b))
+                    .find(|set| without(&hir, set).is_none())
+                {
+                    conds.push(set);
+                }
+                Self(best(conds))
+            }
             // The regex crate compiled it, so this does not happen; no filter if it does.
             Err(_) => Self::default(),
         }
@@ -260,6 +275,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_that_cannot_match_without_a_separator_needs_one() {
+        // CRS 932250's shape: every command ends in a separator, but each alternative lends
+        // `needs` its rarest byte (the `7` of `7z`), which alone admits any value with a 7.
+        let p =
+            r#"(?i)(?:l["'\x5c]*s["']?[\s,&|]|c["'\x5c]*a["'\x5c]*t["']?[\s,&|]|7z["']?[\s,&|])"#;
+        assert!(!admits(p, b"item7z"));
+        assert!(admits(p, b"7z x"));
+        assert!(admits(p, b"c'at,"));
+    }
+
+    #[test]
     fn phrases_match_in_either_case() {
         let r = Required::for_phrases(&["<?php", "eval("]);
         assert!(r.admits(&ByteSet::of(b"EVAL(1)")));
@@ -335,10 +361,10 @@ mod crs_property {
         }
         let by_bytes = op.filters() && !op.may_match(&ByteSet::of(&value));
         let by_literals = match (link.literal_filter, literals) {
-            (Some(f), Some(index)) => {
+            (Some(f), Some(index)) if f.applies(&ByteSet::of(&value)) => {
                 let mut bits = vec![0u64; index.words()];
                 index.scan(&value, &mut bits);
-                bits[f as usize / 64] & (1 << (f % 64)) == 0
+                bits[f.bit as usize / 64] & (1 << (f.bit % 64)) == 0
             }
             _ => false,
         };

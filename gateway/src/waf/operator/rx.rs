@@ -11,7 +11,7 @@
 use super::{
     OperatorError,
     literals::{self, Factors},
-    required::Required,
+    required::{ByteSet, Required},
 };
 
 /// Compiled size limit: the biggest CRS v4 patterns need tens of MiB as NFAs.
@@ -26,8 +26,9 @@ pub(super) struct Rx {
     /// anchors make it so). CRS 920450 runs `^.*$` with `capture` on every header name only to
     /// copy it into TX.0; answered without a regex engine.
     whole: bool,
-    /// Strings one of which every match contains ([`super::literals`]).
-    factors: Option<Factors>,
+    /// Strings one of which every match contains on values holding none of the set's bytes
+    /// ([`super::literals::for_regex`]).
+    factors: Option<(Factors, ByteSet)>,
 }
 
 /// Patterns that, under `(?sm)`, match every input from its first byte to its last.
@@ -66,8 +67,8 @@ impl Rx {
         &self.required
     }
 
-    pub(super) fn factors(&self) -> Option<&Factors> {
-        self.factors.as_ref()
+    pub(super) fn factors(&self) -> Option<(&Factors, ByteSet)> {
+        self.factors.as_ref().map(|(f, unless)| (f, *unless))
     }
 
     pub(super) fn is_match(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
