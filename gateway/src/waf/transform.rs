@@ -154,9 +154,10 @@ impl Transform {
             Self::SqlHexDecode => set(b"0"),
             Self::Utf8ToUnicode => ByteSet::where_(|b| b >= 0x80),
             Self::Trim | Self::TrimLeft | Self::TrimRight => ByteSet::where_(is_c_space),
+            // Without a separator a value is one segment, changed only if it is `.` or `..`.
+            Self::NormalisePath => set(b"/."),
+            Self::NormalisePathWin => set(b"/.\\"),
             Self::UrlEncode
-            | Self::NormalisePath
-            | Self::NormalisePathWin
             | Self::Base64Decode
             | Self::Base64DecodeExt
             | Self::Base64Encode
@@ -1314,6 +1315,8 @@ mod tests {
             b"./",
             b"//",
             b"\\a\\..\\b",
+            b".",
+            b"..",
             b"a,b;c",
             b"^",
             b"\"'",
