@@ -73,10 +73,30 @@ pub fn for_regex(pattern: &str) -> Option<(Factors, ByteSet)> {
     })
 }
 
+/// Whether `h` can match some input holding none of the bytes `unless`: [`without`]'s answer
+/// is `Some`, found without building it (the byte filter asks this of every pattern at load).
+pub(super) fn can_match_without(h: &Hir, unless: &ByteSet) -> bool {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(l) => l.0.iter().all(|&b| !unless.contains(b)),
+        HirKind::Class(Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| (r.start()..=r.end()).any(|b| !unless.contains(b))),
+        HirKind::Class(Class::Unicode(c)) => c.ranges().iter().any(|r| {
+            (r.start()..=r.end()).any(|ch| u8::try_from(ch).map_or(true, |b| !unless.contains(b)))
+        }),
+        HirKind::Capture(c) => can_match_without(&c.sub, unless),
+        HirKind::Repetition(r) => r.min == 0 || can_match_without(&r.sub, unless),
+        HirKind::Concat(subs) => subs.iter().all(|s| can_match_without(s, unless)),
+        HirKind::Alternation(subs) => subs.iter().any(|s| can_match_without(s, unless)),
+    }
+}
+
 /// `h` for inputs holding none of the bytes `unless`: what a match can use of it (`None` if
 /// nothing: no match is possible). Every match of `h` on such an input is a match of the result,
 /// so the result's factors hold for those inputs.
-pub(super) fn without(h: &Hir, unless: &ByteSet) -> Option<Hir> {
+fn without(h: &Hir, unless: &ByteSet) -> Option<Hir> {
     match h.kind() {
         HirKind::Empty | HirKind::Look(_) => Some(h.clone()),
         HirKind::Literal(l) => l.0.iter().all(|&b| !unless.contains(b)).then(|| h.clone()),
@@ -457,6 +477,34 @@ mod tests {
         // Where the plain pattern has factors they hold for every value.
         let (_, unless) = for_regex(r"(?sm-u)(?i)\bunion\b").expect("factors");
         assert_eq!(unless, ByteSet::default());
+    }
+
+    #[test]
+    fn the_cheap_check_agrees_with_the_rewrite() {
+        let patterns = [
+            r#"(?i)c["'\x5c]*a["'\x5c]*t[\s,]"#,
+            r#"(?:ls|cat)["']?[\s,&|].*"#,
+            r"(?i)(?:^|;)\s*(?:id|whoami)\b",
+            r"[<>]+x?",
+            r"(?:\$\(|`)",
+            r"a{2,}|b*",
+            r"^$",
+        ];
+        for p in patterns {
+            let hir = regex_syntax::ParserBuilder::new()
+                .utf8(false)
+                .build()
+                .parse(&format!("(?sm-u){p}"))
+                .expect("parses");
+            for set in OBFUSCATION {
+                let set = ByteSet::of(set);
+                assert_eq!(
+                    can_match_without(&hir, &set),
+                    without(&hir, &set).is_some(),
+                    "{p}"
+                );
+            }
+        }
     }
 
     #[test]

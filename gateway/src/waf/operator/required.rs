@@ -13,7 +13,7 @@
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 
-use super::literals::{OBFUSCATION, without};
+use super::literals::{OBFUSCATION, can_match_without};
 
 /// At most this many conditions are kept per operator (the rarest ones).
 const MAX_CONDITIONS: usize = 3;
@@ -136,7 +136,7 @@ impl Required {
                 if let Some(set) = OBFUSCATION
                     .iter()
                     .map(|b| ByteSet::of(b))
-                    .find(|set| without(&hir, set).is_none())
+                    .find(|set| !can_match_without(&hir, set))
                 {
                     conds.push(set);
                 }
