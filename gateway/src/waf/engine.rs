@@ -8,7 +8,7 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 use super::{
     actions::{Action, Ctl, EngineOverride, Macro, SetOp, apply_setop},
     body,
-    operator::{ByteSet, LiteralIndex},
+    operator::{ByteSet, LiteralIndex, Operator, admits},
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
@@ -251,23 +251,69 @@ struct Cands<'d> {
     /// conditions are monotone), one check for the whole target.
     group_list: Vec<(usize, ByteSet)>,
     tvals: Vec<u32>,
+    /// The bytes of each of `tvals`' values, side by side: a link's byte condition runs down
+    /// this slice without touching the values themselves.
+    tbytes: Vec<ByteSet>,
     /// By [`Link::target_set`]: index + 1 into `set_unions` (0: not computed yet).
     sets_seen: Vec<u32>,
     /// The union of the bytes of every value of a target set (after its chain).
     set_unions: Vec<ByteSet>,
 }
 
+/// The vectors of [`Cands`] that borrow nothing, kept by the worker thread from phase to phase
+/// and request to request: grown once to what its requests need rather than from small in
+/// every phase (the doubling copies were ~5 % of a 20 KB request's instructions, callgrind).
+#[derive(Default)]
+struct CandsBuffers {
+    sets: Vec<Option<(usize, usize)>>,
+    groups: Vec<u32>,
+    group_list: Vec<(usize, ByteSet)>,
+    tvals: Vec<u32>,
+    tbytes: Vec<ByteSet>,
+    sets_seen: Vec<u32>,
+    set_unions: Vec<ByteSet>,
+}
+
+thread_local! {
+    static CANDS_BUFFERS: std::cell::Cell<Option<CandsBuffers>> =
+        const { std::cell::Cell::new(None) };
+    /// How many values the last phase collected: the next starts with room for as many
+    /// (`arena` borrows the request, so it cannot be kept itself).
+    static ARENA_SIZE: std::cell::Cell<usize> = const { std::cell::Cell::new(256) };
+    /// [`State::values`] and [`State::literal_hits`] between two requests, emptied.
+    static VALUES: std::cell::Cell<Option<(Vec<Cached>, LiteralHits)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Per-group entries above which [`CandsBuffers`] are not kept (a request with a huge body
+/// does not pin its memory to the thread).
+const CANDS_KEPT: usize = 1 << 16;
+
 impl<'d> Cands<'d> {
     fn new(targets: u32, groups: u32, sets: u32) -> Self {
+        let mut b = CANDS_BUFFERS.take().unwrap_or_default();
+        let reset = |v: &mut Vec<u32>, n: u32| {
+            v.clear();
+            v.resize(n as usize, 0);
+        };
+        reset(&mut b.sets_seen, sets);
+        reset(&mut b.groups, groups);
+        b.sets.clear();
+        b.sets.resize(targets as usize, None);
+        b.set_unions.clear();
+        b.group_list.clear();
+        b.tvals.clear();
+        b.tbytes.clear();
         Self {
-            sets_seen: vec![0; sets as usize],
-            set_unions: Vec::with_capacity(sets as usize),
+            sets_seen: b.sets_seen,
+            set_unions: b.set_unions,
             scratch: Vec::with_capacity(32),
-            sets: vec![None; targets as usize],
-            arena: Vec::with_capacity(256),
-            groups: vec![0; groups as usize],
-            group_list: Vec::with_capacity(256),
-            tvals: Vec::with_capacity(1024),
+            sets: b.sets,
+            arena: Vec::with_capacity(ARENA_SIZE.get()),
+            groups: b.groups,
+            group_list: b.group_list,
+            tvals: b.tvals,
+            tbytes: b.tbytes,
         }
     }
 
@@ -320,8 +366,10 @@ impl<'d> Cands<'d> {
                 st.values.push(transformed(link, &cand.value));
                 st.values.len() - 1
             };
-            union.union(&st.values[idx].bytes);
+            let bytes = st.values[idx].bytes;
+            union.union(&bytes);
             self.tvals.push(idx as u32);
+            self.tbytes.push(bytes);
         }
         self.group_list.push((g, union));
         if let Some(slot) = self.groups.get_mut(key) {
@@ -359,28 +407,44 @@ impl<'d> Cands<'d> {
     }
 }
 
+impl Drop for Cands<'_> {
+    fn drop(&mut self) {
+        ARENA_SIZE.set(self.arena.len().clamp(256, CANDS_KEPT));
+        if self.tvals.capacity() > CANDS_KEPT {
+            return;
+        }
+        CANDS_BUFFERS.set(Some(CandsBuffers {
+            sets: std::mem::take(&mut self.sets),
+            groups: std::mem::take(&mut self.groups),
+            group_list: std::mem::take(&mut self.group_list),
+            tvals: std::mem::take(&mut self.tvals),
+            tbytes: std::mem::take(&mut self.tbytes),
+            sets_seen: std::mem::take(&mut self.sets_seen),
+            set_unions: std::mem::take(&mut self.set_unions),
+        }));
+    }
+}
+
 /// The index in [`State::values`] of `raw` (at `slot`) after `link`'s chain, transformed on
 /// first use. A chain that cannot change the value (none of its trigger bytes in it) shares the
 /// raw value's entry: its bytes are collected once per value, not once per chain.
 fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
+    if let Some(triggers) = &link.chain_triggers {
+        // Most values hold none of the chain's trigger bytes: the raw entry, found with one
+        // lookup and nothing stored for the pair.
+        let r = raw_index(st, slot, raw);
+        if !triggers.intersects(&st.values[r].bytes) {
+            return r;
+        }
+    }
     if let Some(i) = st.cache.get(slot, link.chain_id) {
         return i;
     }
-    let i = match &link.chain_triggers {
-        Some(triggers) => {
-            let r = raw_index(st, slot, raw);
-            if triggers.intersects(&st.values[r].bytes) {
-                st.values.push(apply_chain(link, raw));
-                st.values.len() - 1
-            } else {
-                r
-            }
-        }
-        None => {
-            st.values.push(transformed(link, raw));
-            st.values.len() - 1
-        }
-    };
+    st.values.push(match link.chain_triggers {
+        Some(_) => apply_chain(link, raw),
+        None => transformed(link, raw),
+    });
+    let i = st.values.len() - 1;
     st.cache.insert(slot, link.chain_id, i);
     i
 }
@@ -388,27 +452,31 @@ fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
 /// The index in [`State::values`] of the value at `slot` after a `multiMatch` step, computed
 /// from the previous step's value (at `prev`) on first use.
 fn multi_step_index(st: &mut State, slot: u32, step: &MultiStep, prev: usize, raw: &[u8]) -> usize {
+    // A step none of whose trigger bytes the previous value holds leaves it as it is: nothing
+    // to look up or store.
+    if step
+        .triggers
+        .is_some_and(|t| !t.intersects(&st.values[prev].bytes))
+    {
+        return prev;
+    }
     if let Some(i) = st.cache.get(slot, step.chain_id) {
         return i;
     }
     let p = &st.values[prev];
-    let i = if step.triggers.is_some_and(|t| !t.intersects(&p.bytes)) {
-        prev
-    } else {
-        let input = p.value.as_deref().unwrap_or(raw);
-        match step.transform.apply(input) {
-            // Borrowed results are subslices of the input (`trim*`): unchanged iff as long.
-            Cow::Borrowed(b) if b.len() == input.len() => prev,
-            out if *out == *input => prev,
-            out => {
-                let value = out.into_owned();
-                let bytes = ByteSet::of(&value);
-                st.values.push(Cached {
-                    value: Some(value),
-                    bytes,
-                });
-                st.values.len() - 1
-            }
+    let input = p.value.as_deref().unwrap_or(raw);
+    let i = match step.transform.apply(input) {
+        // Borrowed results are subslices of the input (`trim*`): unchanged iff as long.
+        Cow::Borrowed(b) if b.len() == input.len() => prev,
+        out if *out == *input => prev,
+        out => {
+            let value = out.into_owned();
+            let bytes = ByteSet::of(&value);
+            st.values.push(Cached {
+                value: Some(value),
+                bytes,
+            });
+            st.values.len() - 1
         }
     };
     st.cache.insert(slot, step.chain_id, i);
@@ -514,6 +582,7 @@ impl Engine {
         // requests): growing from the setup's few cost three or four rehashes per request.
         let mut tx = HashMap::with_capacity_and_hasher(TX_CAPACITY, Default::default());
         tx.extend(self.setup.iter().cloned());
+        let (values, literal_hits) = VALUES.take().unwrap_or_default();
         let mut st = State {
             tx,
             vars: HashMap::default(),
@@ -527,8 +596,8 @@ impl Engine {
             force_body_var: false,
             matches: Vec::new(),
             cache: ValueCache::for_request(self.rules.chains.len()),
-            literal_hits: LiteralHits::default(),
-            values: Vec::with_capacity(1024),
+            literal_hits,
+            values,
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -561,6 +630,12 @@ impl Engine {
             out.status = status;
         }
         st.cache.release();
+        if st.values.capacity() <= CANDS_KEPT {
+            st.values.clear();
+            st.literal_hits.at.clear();
+            st.literal_hits.bits.clear();
+            VALUES.set(Some((st.values, st.literal_hits)));
+        }
         out
     }
 
@@ -715,11 +790,12 @@ impl Engine {
             return true;
         }
         let filters = op.filters();
+        let needs = op.needs();
         // Nothing any of the link's values holds can satisfy the operator: removals only take
         // values away, so none can match whatever they remove.
         if filters
             && let (Some(sid), Some(ids)) = (link.target_set, &link.target_ids)
-            && !op.may_match(&cands.set_union(sid, link, ids, data, st))
+            && !admits(needs, &cands.set_union(sid, link, ids, data, st))
         {
             return false;
         }
@@ -762,15 +838,15 @@ impl Engine {
             for (t, &(tid, gid)) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
                 let (g, union) = cands.group(gid, link, a, b, st);
-                if filters && !op.may_match(&union) {
+                if !admits(needs, &union) {
                     continue;
                 }
                 for i in 0..b - a {
-                    let vi = cands.tvals[g + i] as usize;
-                    let v = &st.values[vi];
-                    if filters && !op.may_match(&v.bytes) {
+                    if !admits(needs, &cands.tbytes[g + i]) {
                         continue;
                     }
+                    let vi = cands.tvals[g + i] as usize;
+                    let v = &st.values[vi];
                     let cand = &cands.arena[a + i];
                     if let (Some(filter), Some(literals)) =
                         (link.literal_filter, &self.rules.literals)
@@ -799,6 +875,32 @@ impl Engine {
                     self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
                 }
             }
+        } else if let Some(ids) = &link.target_ids
+            && !counted
+        {
+            // multiMatch over the phase's shared values: each value and every intermediate
+            // result of its chain comes from the request's cache, and the byte and literal
+            // filters apply to each of them as to any cached value.
+            for (t, &(tid, _)) in link.targets.iter().zip(ids.iter()) {
+                let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
+                for cand in &cands.arena[a..b] {
+                    if removal
+                        && st.removed_targets[..removals]
+                            .iter()
+                            .any(|(sel, e)| e.covers(cand.var, &cand.key) && applies(sel))
+                    {
+                        continue;
+                    }
+                    let found = if cand.slot != 0 {
+                        self.multi_match_cached(rule, link, op, cand, data, st, &mut caps)
+                    } else {
+                        multi_match_uncached(rule, link, op, cand, data, st, &mut caps)
+                    };
+                    if let Some(value) = found {
+                        self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
+                    }
+                }
+            }
         } else {
             let scratch = &mut cands.scratch;
             scratch.clear();
@@ -814,69 +916,9 @@ impl Engine {
             }
             for cand in scratch.iter() {
                 let found: Option<Vec<u8>> = if link.multi_match && cand.slot != 0 {
-                    let mut found = None;
-                    // The value before any transformation, then after each step that changed it.
-                    let mut prev = raw_index(st, cand.slot, &cand.value);
-                    let mut idx = prev;
-                    let mut steps = link.multi_steps.iter();
-                    loop {
-                        let v = &st.values[idx];
-                        let value = v.value.as_deref().unwrap_or(&cand.value);
-                        if !filters || op.may_match(&v.bytes) {
-                            let expand = expander(rule, data, st);
-                            caps.clear();
-                            if op.matches(value, &expand, link.capture.then_some(&mut caps)) {
-                                found = Some(value.to_vec());
-                                break;
-                            }
-                        }
-                        // The next step that changes the value.
-                        let next = loop {
-                            let Some(step) = steps.next() else {
-                                break None;
-                            };
-                            let i = multi_step_index(st, cand.slot, step, prev, &cand.value);
-                            prev = i;
-                            if !same_value(st, i, idx, &cand.value) {
-                                break Some(i);
-                            }
-                        };
-                        match next {
-                            Some(i) => idx = i,
-                            None => break,
-                        }
-                    }
-                    found
+                    self.multi_match_cached(rule, link, op, cand, data, st, &mut caps)
                 } else if link.multi_match {
-                    // Values without a slot (TX, MATCHED_VARS) change during the request: they
-                    // are transformed step by step here, outside the cache.
-                    let expand = expander(rule, data, st);
-                    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
-                    let mut found = None;
-                    caps.clear();
-                    if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
-                        found = Some(cur.to_vec());
-                    }
-                    if found.is_none() {
-                        for t in link.transforms.iter() {
-                            // A borrowed result is a subslice of the input (`trim*`), so the
-                            // same length means unchanged: no copy, no compare, no re-match.
-                            let next = match t.apply(&cur) {
-                                Cow::Borrowed(b) if b.len() == cur.len() => continue,
-                                other => other.into_owned(),
-                            };
-                            if next.as_slice() == &*cur {
-                                continue;
-                            }
-                            cur = Cow::Owned(next);
-                            caps.clear();
-                            if op.matches(&cur, &expand, link.capture.then_some(&mut caps)) {
-                                found = Some(cur.to_vec());
-                                break;
-                            }
-                        }
-                    }
-                    found
+                    multi_match_uncached(rule, link, op, cand, data, st, &mut caps)
                 } else {
                     let owned;
                     let idx =
@@ -906,6 +948,57 @@ impl Engine {
         }
         st.matched_vars = new_matches;
         true
+    }
+
+    /// multiMatch on a value with a cache slot: the value before any transformation, then
+    /// after each step that changed it, each taken from (or put in) the request's cache; the
+    /// first that matches.
+    #[allow(clippy::too_many_arguments)]
+    fn multi_match_cached(
+        &self,
+        rule: &Rule,
+        link: &Link,
+        op: &Operator,
+        cand: &Cand<'_>,
+        data: &RequestData,
+        st: &mut State,
+        caps: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let needs = op.needs();
+        let mut prev = raw_index(st, cand.slot, &cand.value);
+        let mut idx = prev;
+        let mut steps = link.multi_steps.iter();
+        loop {
+            let v = &st.values[idx];
+            if admits(needs, &v.bytes) {
+                let bytes = v.bytes;
+                let passes = match (link.literal_filter, &self.rules.literals) {
+                    (Some(filter), Some(literals)) if filter.applies(&bytes) => {
+                        let value = st.values[idx].value.as_deref().unwrap_or(&cand.value);
+                        st.literal_hits.passes(literals, idx, value, filter.bit)
+                    }
+                    _ => true,
+                };
+                if passes {
+                    let value = st.values[idx].value.as_deref().unwrap_or(&cand.value);
+                    let expand = expander(rule, data, st);
+                    caps.clear();
+                    if op.matches(value, &expand, link.capture.then_some(&mut *caps)) {
+                        return Some(value.to_vec());
+                    }
+                }
+            }
+            // The next step that changes the value.
+            let next = loop {
+                let step = steps.next()?;
+                let i = multi_step_index(st, cand.slot, step, prev, &cand.value);
+                prev = i;
+                if !same_value(st, i, idx, &cand.value) {
+                    break i;
+                }
+            };
+            idx = next;
+        }
     }
 
     /// A value matched the link's operator: captures, MATCHED_VAR and the link's actions.
@@ -1011,6 +1104,42 @@ impl Engine {
 }
 
 const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// multiMatch on a value without a cache slot (TX, MATCHED_VARS: they change during the
+/// request): transformed step by step here, outside the cache; the first result that matches.
+fn multi_match_uncached(
+    rule: &Rule,
+    link: &Link,
+    op: &Operator,
+    cand: &Cand<'_>,
+    data: &RequestData,
+    st: &State,
+    caps: &mut Vec<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let expand = expander(rule, data, st);
+    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
+    caps.clear();
+    if op.matches(&cur, &expand, link.capture.then_some(&mut *caps)) {
+        return Some(cur.to_vec());
+    }
+    for t in link.transforms.iter() {
+        // A borrowed result is a subslice of the input (`trim*`), so the same length means
+        // unchanged: no copy, no compare, no re-match.
+        let next = match t.apply(&cur) {
+            Cow::Borrowed(b) if b.len() == cur.len() => continue,
+            other => other.into_owned(),
+        };
+        if next.as_slice() == &*cur {
+            continue;
+        }
+        cur = Cow::Owned(next);
+        caps.clear();
+        if op.matches(&cur, &expand, link.capture.then_some(&mut *caps)) {
+            return Some(cur.to_vec());
+        }
+    }
+    None
+}
 
 fn transform<'v>(chain: &[super::transform::Transform], v: &'v [u8]) -> Cow<'v, [u8]> {
     let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v);

@@ -46,6 +46,10 @@ pub struct Operator {
     macros: bool,
     /// The argument split into literals and references once, when it has macros.
     arg_macro: Option<Macro>,
+    /// Byte sets a value must meet each of (hold one of its bytes) for the operator to be able
+    /// to match; empty: no such condition. Built once so the engine's per-value check is a
+    /// few word ANDs over a slice ([`Self::may_match`]).
+    needs: Box<[ByteSet]>,
 }
 
 #[derive(Debug)]
@@ -70,6 +74,12 @@ enum Kind {
 /// value that has no attribute name, which is never black); nothing else makes it report XSS.
 /// Most benign values hold neither: libinjection's five passes over them are skipped.
 const XSS_NEEDS: ByteSet = ByteSet::of_const(b"<=");
+
+/// Whether a value holding `present` meets every set of `needs` ([`Operator::needs`]).
+#[inline]
+pub fn admits(needs: &[ByteSet], present: &ByteSet) -> bool {
+    needs.iter().all(|s| s.intersects(present))
+}
 
 impl Operator {
     /// `name` without '@' ("rx"), `negated` for `!@`, `arg` verbatim with %{..} macros
@@ -145,12 +155,25 @@ impl Operator {
                 kind,
                 Kind::Rx(_) | Kind::Pm(_) | Kind::Str(..) | Kind::Num(..)
             );
+        let needs: Box<[ByteSet]> = if negated || macros {
+            Box::default()
+        } else {
+            match &kind {
+                Kind::Rx(rx) => rx.required().sets().into(),
+                Kind::Pm(pm) => pm.required().sets().into(),
+                Kind::DetectXss => Box::new([XSS_NEEDS]),
+                Kind::ValidateByteRange(r) => Box::new([*r.outside()]),
+                Kind::ValidateUtf8Encoding => Box::new([ByteSet::NON_ASCII]),
+                _ => Box::default(),
+            }
+        };
         Ok(Self {
             kind,
             negated,
             arg: arg.to_string(),
             macros,
             arg_macro: macros.then(|| Macro::parse(arg)),
+            needs,
         })
     }
 
@@ -162,17 +185,14 @@ impl Operator {
     /// Whether a value holding the bytes `present` can make this operator match; `false` means
     /// [`Self::matches`] would return `false` (the engine then skips the call).
     pub fn may_match(&self, present: &ByteSet) -> bool {
-        if self.negated || self.macros {
-            return true;
-        }
-        match &self.kind {
-            Kind::Rx(rx) => rx.required().admits(present),
-            Kind::Pm(pm) => pm.required().admits(present),
-            Kind::DetectXss => XSS_NEEDS.intersects(present),
-            Kind::ValidateByteRange(r) => r.outside().intersects(present),
-            Kind::ValidateUtf8Encoding => ByteSet::NON_ASCII.intersects(present),
-            _ => true,
-        }
+        admits(&self.needs, present)
+    }
+
+    /// The byte sets behind [`Self::may_match`]: a value must meet each; empty when the
+    /// operator has no byte condition. For callers that check many values in a row
+    /// ([`admits`]).
+    pub fn needs(&self) -> &[ByteSet] {
+        &self.needs
     }
 
     /// Strings one of which every match contains, for the shared literal index, on values
@@ -191,14 +211,7 @@ impl Operator {
 
     /// Whether [`Self::may_match`] can ever say no (worth collecting a value's bytes for).
     pub fn filters(&self) -> bool {
-        !self.negated
-            && !self.macros
-            && match &self.kind {
-                Kind::Rx(rx) => !rx.required().is_empty(),
-                Kind::Pm(pm) => !pm.required().is_empty(),
-                Kind::DetectXss | Kind::ValidateByteRange(_) | Kind::ValidateUtf8Encoding => true,
-                _ => false,
-            }
+        !self.needs.is_empty()
     }
 
     /// Whether this is `!@...`.

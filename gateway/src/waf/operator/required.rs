@@ -112,13 +112,9 @@ fn benign_frequency(b: u8) -> u32 {
 pub struct Required(Vec<ByteSet>);
 
 impl Required {
-    /// Whether a value holding `present` may match (false: it cannot).
-    pub fn admits(&self, present: &ByteSet) -> bool {
-        self.0.iter().all(|s| s.intersects(present))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// The sets a value must each meet ([`super::admits`]); empty: no condition.
+    pub fn sets(&self) -> &[ByteSet] {
+        &self.0
     }
 
     /// For a compiled `@rx` pattern (the exact text given to the regex builder).
@@ -244,7 +240,10 @@ mod tests {
     use super::*;
 
     fn admits(pattern: &str, value: &[u8]) -> bool {
-        Required::for_regex(&format!("(?sm-u){pattern}")).admits(&ByteSet::of(value))
+        crate::waf::operator::admits(
+            Required::for_regex(&format!("(?sm-u){pattern}")).sets(),
+            &ByteSet::of(value),
+        )
     }
 
     #[test]
@@ -269,7 +268,7 @@ mod tests {
         assert!(admits("(?i)select", b"xSeLeCtx"));
         assert!(!admits("(?i)select", b"hello"));
         // A class of any lowercase letter filters nothing and is dropped.
-        assert!(Required::for_regex("(?sm-u)[a-z]+").is_empty());
+        assert!(Required::for_regex("(?sm-u)[a-z]+").sets().is_empty());
         assert!(admits("[<>]", b">"));
         assert!(!admits("[<>]", b"a"));
     }
@@ -288,8 +287,14 @@ mod tests {
     #[test]
     fn phrases_match_in_either_case() {
         let r = Required::for_phrases(&["<?php", "eval("]);
-        assert!(r.admits(&ByteSet::of(b"EVAL(1)")));
-        assert!(!r.admits(&ByteSet::of(b"evaluate")));
+        assert!(crate::waf::operator::admits(
+            r.sets(),
+            &ByteSet::of(b"EVAL(1)")
+        ));
+        assert!(!crate::waf::operator::admits(
+            r.sets(),
+            &ByteSet::of(b"evaluate")
+        ));
     }
 }
 
