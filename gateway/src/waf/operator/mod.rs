@@ -75,6 +75,19 @@ enum Kind {
 /// Most benign values hold neither: libinjection's five passes over them are skipped.
 const XSS_NEEDS: ByteSet = ByteSet::of_const(b"<=");
 
+/// Bytes one of which a value needs for libinjection to call it SQL injection: anything but
+/// ASCII letters, digits and `_`. A value of only those has no quote (so only the plain parse
+/// runs), no comment (so no MySQL re-parse), and tokenises into at most two tokens: a number
+/// (`1`, `0x1f`, `1e5`, `1d`; `0x`/`0b` alone as a bare word) and then one word, since word
+/// characters include digits and nothing in such a value ends a word. The blacklisted
+/// fingerprints of one or two tokens are `X`, `1c`, `1U`, `nc`, `sc`, `vc` and `vU`
+/// (`sqli_data`): no keyword is of type `X` or `c`, and `1U` with exactly two tokens is
+/// whitelisted (libinjection's "1 union" case). API values such as ids, enum names, booleans
+/// and integers are most of what this skips.
+const SQLI_NEEDS: ByteSet =
+    ByteSet::of_const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+        .complement();
+
 /// Whether a value holding `present` meets every set of `needs` ([`Operator::needs`]).
 #[inline]
 pub fn admits(needs: &[ByteSet], present: &ByteSet) -> bool {
@@ -162,6 +175,7 @@ impl Operator {
                 Kind::Rx(rx) => rx.required().sets().into(),
                 Kind::Pm(pm) => pm.required().sets().into(),
                 Kind::DetectXss => Box::new([XSS_NEEDS]),
+                Kind::DetectSqli => Box::new([SQLI_NEEDS]),
                 Kind::ValidateByteRange(r) => Box::new([*r.outside()]),
                 Kind::ValidateUtf8Encoding => Box::new([ByteSet::NON_ASCII]),
                 _ => Box::default(),
@@ -513,6 +527,89 @@ mod tests {
         assert!(!op("gt", false, "5").matches(b"5", &no_macros, None));
         assert!(op("le", false, "5").matches(b"-1", &no_macros, None));
         assert!(op("lt", false, "2").matches(b"1", &no_macros, None));
+    }
+
+    /// The `@detectSQLi` byte filter only skips values libinjection passes: every SQL keyword
+    /// libinjection knows (as written and lower case) between heads and tails (numbers, hex and
+    /// binary forms, exponents, Oracle suffixes, word pieces, and also spaces, dots, quotes and
+    /// dashes, so that the check also sees what the filter must not skip), and 200,000
+    /// pseudo-random strings: whatever the filter skips is not SQLi to libinjection.
+    #[test]
+    fn sqli_filter_skips_only_what_libinjection_passes() {
+        use libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        let sqli = op("detectSQLi", false, "");
+        assert!(sqli.filters());
+        let heads: [&[u8]; 22] = [
+            b"",
+            b"1",
+            b"0",
+            b"12",
+            b"0x",
+            b"0x1f",
+            b"0b",
+            b"0b1",
+            b"1e",
+            b"1e5",
+            b"1d",
+            b"1f",
+            b"1fu",
+            b"1_",
+            b"x",
+            b"_",
+            b"1 ",
+            b"1.",
+            b"' ",
+            b"-1 ",
+            b"1 union ",
+            b"1.union.",
+        ];
+        let tails: [&[u8]; 9] = [
+            b"",
+            b"1",
+            b"_",
+            b"x",
+            b" 1",
+            b".1",
+            b"--",
+            b" select 1",
+            b".select.1",
+        ];
+        let (mut skipped, mut sqli_seen) = (0, 0);
+        let mut check = |v: &[u8]| {
+            let hit = detect_sqli(v).0;
+            sqli_seen += usize::from(hit);
+            if !sqli.may_match(&ByteSet::of(v)) {
+                assert!(!hit, "skipped but SQLi: {:?}", String::from_utf8_lossy(v));
+                skipped += 1;
+            }
+        };
+        // (Not the fingerprint entries of the same table: those are no words.)
+        for k in SQL_KEYWORDS.iter().filter(|k| k.token_type != b'F') {
+            for w in [k.word.to_string(), k.word.to_ascii_lowercase()] {
+                for h in heads {
+                    for t in tails {
+                        check(&[h, w.as_bytes(), t].concat());
+                    }
+                }
+            }
+        }
+        // Pseudo-random strings (xorshift, fixed seed): digits, letters of keywords and number
+        // forms, `_`, and a few bytes the filter must let through.
+        let alphabet = b"0123456789abcdefxABCDEFXeEdDfFuUnNiIoOsSlL_ .'-";
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 12) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (4 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            check(&v);
+        }
+        // The check saw many skipped values, and many SQLi ones among the others.
+        assert!(skipped > 50_000, "{skipped}");
+        assert!(sqli_seen > 500, "{sqli_seen}");
     }
 
     #[test]

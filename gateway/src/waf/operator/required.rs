@@ -47,6 +47,12 @@ impl ByteSet {
     /// The bytes 0x80-0xFF, without which a value is ASCII and so valid UTF-8.
     pub const NON_ASCII: Self = Self([0, 0, u64::MAX, u64::MAX]);
 
+    /// Every byte this set lacks.
+    pub const fn complement(self) -> Self {
+        let [a, b, c, d] = self.0;
+        Self([!a, !b, !c, !d])
+    }
+
     pub fn insert(&mut self, b: u8) {
         self.0[usize::from(b >> 6)] |= 1 << (b & 63);
     }
