@@ -965,8 +965,8 @@ impl Engine {
         caps: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
         let needs = op.needs();
-        let mut prev = raw_index(st, cand.slot, &cand.value);
-        let mut idx = prev;
+        let raw = raw_index(st, cand.slot, &cand.value);
+        let (mut prev, mut idx) = (raw, raw);
         let mut steps = link.multi_steps.iter();
         loop {
             let v = &st.values[idx];
@@ -987,6 +987,15 @@ impl Engine {
                         return Some(value.to_vec());
                     }
                 }
+            }
+            // A value holding none of the chain's trigger bytes is what every step leaves it.
+            if idx == prev
+                && idx == raw
+                && link
+                    .chain_triggers
+                    .is_some_and(|t| !t.intersects(&st.values[raw].bytes))
+            {
+                return None;
             }
             // The next step that changes the value.
             let next = loop {

@@ -900,6 +900,10 @@ fn is_normal_path(input: &[u8], win: bool) -> bool {
     if win && memchr::memchr(b'\\', input).is_some() {
         return false;
     }
+    // One segment (JSON names and numbers hold dots, not slashes): normal unless a dot one.
+    if memchr::memchr(b'/', input).is_none() {
+        return input != b"." && input != b"..";
+    }
     let mut segs = input.split(|&b| b == b'/').enumerate().peekable();
     while let Some((i, seg)) = segs.next() {
         let normal = match seg {
