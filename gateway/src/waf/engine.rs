@@ -429,22 +429,34 @@ impl Drop for Cands<'_> {
 /// first use. A chain that cannot change the value (none of its trigger bytes in it) shares the
 /// raw value's entry: its bytes are collected once per value, not once per chain.
 fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
-    if let Some(triggers) = &link.chain_triggers {
-        // Most values hold none of the chain's trigger bytes: the raw entry, found with one
-        // lookup and nothing stored for the pair.
-        let r = raw_index(st, slot, raw);
-        if !triggers.intersects(&st.values[r].bytes) {
-            return r;
-        }
+    let r = raw_index(st, slot, raw);
+    let raw_bytes = st.values[r].bytes;
+    // Most values hold none of the chain's trigger bytes: the raw entry, found with one lookup
+    // and nothing stored for the pair.
+    if link
+        .chain_triggers
+        .is_some_and(|t| !t.intersects(&raw_bytes))
+    {
+        return r;
     }
     if let Some(i) = st.cache.get(slot, link.chain_id) {
         return i;
     }
-    st.values.push(match link.chain_triggers {
-        Some(_) => apply_chain(link, raw),
-        None => transformed(link, raw),
-    });
-    let i = st.values.len() - 1;
+    // A chain that leaves the value as it is shares the raw entry too: its bytes and literal
+    // hits are the raw value's, not collected and scanned again.
+    let i = match transform(link, &raw_bytes, raw) {
+        Cow::Borrowed(b) if b.len() == raw.len() => r,
+        out if *out == *raw => r,
+        out => {
+            let value = out.into_owned();
+            let bytes = ByteSet::of(&value);
+            st.values.push(Cached {
+                value: Some(value),
+                bytes,
+            });
+            st.values.len() - 1
+        }
+    };
     st.cache.insert(slot, link.chain_id, i);
     i
 }
@@ -506,24 +518,22 @@ fn raw_index(st: &mut State, slot: u32, raw: &[u8]) -> usize {
 
 /// `raw` after `link`'s chain, with its bytes.
 fn transformed(link: &Link, raw: &[u8]) -> Cached {
-    if let Some(triggers) = &link.chain_triggers {
-        let bytes = ByteSet::of(raw);
-        if !triggers.intersects(&bytes) {
-            return Cached { value: None, bytes };
+    let bytes = ByteSet::of(raw);
+    if link.chain_triggers.is_some_and(|t| !t.intersects(&bytes)) {
+        return Cached { value: None, bytes };
+    }
+    // Borrowed results are subslices of the value (`trim*`): unchanged iff of the same length.
+    match transform(link, &bytes, raw) {
+        Cow::Borrowed(b) if b.len() == raw.len() => Cached { value: None, bytes },
+        other => {
+            let value = other.into_owned();
+            let bytes = ByteSet::of(&value);
+            Cached {
+                value: Some(value),
+                bytes,
+            }
         }
     }
-    apply_chain(link, raw)
-}
-
-/// `raw` after `link`'s chain, with its bytes, without the trigger check.
-fn apply_chain(link: &Link, raw: &[u8]) -> Cached {
-    // Borrowed results are subslices of the value (`trim*`): unchanged iff of the same length.
-    let value = match transform(&link.transforms, raw) {
-        Cow::Borrowed(b) if b.len() == raw.len() => None,
-        other => Some(other.into_owned()),
-    };
-    let bytes = ByteSet::of(value.as_deref().unwrap_or(raw));
-    Cached { value, bytes }
 }
 
 /// One value a target yields.
@@ -1150,12 +1160,24 @@ fn multi_match_uncached(
     None
 }
 
-fn transform<'v>(chain: &[super::transform::Transform], v: &'v [u8]) -> Cow<'v, [u8]> {
+fn transform<'v>(link: &Link, raw_bytes: &ByteSet, v: &'v [u8]) -> Cow<'v, [u8]> {
     let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v);
-    for t in chain {
+    for (t, triggers) in link.transforms.iter().zip(link.step_triggers.iter()) {
         cur = match cur {
+            // Still the raw value (or a `trim` of it, whose bytes it holds): a step none of
+            // whose trigger bytes it holds leaves it as it is.
+            Cow::Borrowed(b) if triggers.is_some_and(|t| !t.intersects(raw_bytes)) => {
+                Cow::Borrowed(b)
+            }
             Cow::Borrowed(b) => t.apply(b),
-            Cow::Owned(o) => Cow::Owned(t.apply(&o).into_owned()),
+            // An unchanged result keeps the buffer rather than copying it.
+            Cow::Owned(o) => {
+                let changed = match t.apply(&o) {
+                    Cow::Borrowed(b) if b.len() == o.len() => None,
+                    out => Some(out.into_owned()),
+                };
+                Cow::Owned(changed.unwrap_or(o))
+            }
         };
     }
     cur
@@ -1714,6 +1736,26 @@ SecRuleRemoveById 4
         // `lowercase` changes nothing here: the raw value is not judged twice, still matches.
         assert_eq!(ids(&e, "/?k=a%20b"), vec![41, 42, 43]);
         assert_eq!(ids(&e, "/?k=xy"), Vec::<u32>::new());
+    }
+
+    /// The literal and byte filters judge each multiMatch step by that step's own value: a
+    /// pattern whose words appear only after `base64Decode` still matches (`ZXZhbCgxKQ` is
+    /// `eval(1)`), the raw value is still judged, and a value none of whose steps holds the
+    /// words is passed. Also: a chain whose trigger bytes a value holds but which leaves it as
+    /// it is (`compressWhitespace` on single spaces; `lowercase` after a change kept as is)
+    /// gives the rule the value itself.
+    #[test]
+    fn multi_match_filters_judge_each_step_by_its_own_value() {
+        let e = engine(
+            "SecRule ARGS \"@rx eval\\(\" \"id:51,phase:1,pass,log,msg:'a',t:none,t:base64Decode,multiMatch\"\n\
+             SecRule ARGS \"@rx ^a b$\" \"id:52,phase:1,pass,log,msg:'b',t:none,t:compressWhitespace\"\n\
+             SecRule ARGS \"@rx ^x y$\" \"id:53,phase:1,pass,log,msg:'c',t:none,t:urlDecodeUni,t:lowercase,t:compressWhitespace\"\n",
+        );
+        assert_eq!(ids(&e, "/?k=ZXZhbCgxKQ"), vec![51]);
+        assert_eq!(ids(&e, "/?k=eval(1)"), vec![51]);
+        assert_eq!(ids(&e, "/?k=ZXZhbA"), Vec::<u32>::new());
+        assert_eq!(ids(&e, "/?k=a%20b"), vec![52]);
+        assert_eq!(ids(&e, "/?k=X%2520Y"), vec![53]);
     }
 
     /// Target removals made by `ctl` (as CRS 941010 does) reach exactly the rules they name, on

@@ -37,6 +37,9 @@ pub struct Link {
     pub transforms: Arc<[Transform]>,
     /// [`Transform::chain_triggers`] of `transforms`.
     pub chain_triggers: Option<ByteSet>,
+    /// [`Transform::triggers`] of each of `transforms`: while the value is still unchanged, a
+    /// step none of whose trigger bytes it holds is not run.
+    pub step_triggers: Box<[Option<ByteSet>]>,
     pub capture: bool,
     pub multi_match: bool,
     /// With `multi_match`: one step per transformation, each naming the interned chain of the
@@ -642,6 +645,7 @@ impl Builder {
             op,
             chain_id,
             chain_triggers: Transform::chain_triggers(&transforms),
+            step_triggers: transforms.iter().map(|t| t.triggers()).collect(),
             transforms,
             capture,
             multi_match,
