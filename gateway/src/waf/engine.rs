@@ -241,6 +241,9 @@ struct Cands<'d> {
     /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
     sets: Vec<Option<(usize, usize)>>,
     arena: Vec<Cand<'d>>,
+    /// Parallel to `arena`: the index in [`State::values`] of each value untransformed
+    /// (`u32::MAX` for values without a cache slot), found once when the target is collected.
+    raws: Vec<u32>,
     /// By (target, chain) pair id ([`Link::target_ids`]; CRS PL1 has ~150, where a hash map's
     /// inserts and lookups were ~3 % of a small request): index + 1 into `group_list` (0: not
     /// computed yet).
@@ -266,6 +269,7 @@ struct Cands<'d> {
 #[derive(Default)]
 struct CandsBuffers {
     sets: Vec<Option<(usize, usize)>>,
+    raws: Vec<u32>,
     groups: Vec<u32>,
     group_list: Vec<(usize, ByteSet)>,
     tvals: Vec<u32>,
@@ -301,6 +305,7 @@ impl<'d> Cands<'d> {
         b.sets.clear();
         b.sets.resize(targets as usize, None);
         b.set_unions.clear();
+        b.raws.clear();
         b.group_list.clear();
         b.tvals.clear();
         b.tbytes.clear();
@@ -310,6 +315,7 @@ impl<'d> Cands<'d> {
             scratch: Vec::with_capacity(32),
             sets: b.sets,
             arena: Vec::with_capacity(ARENA_SIZE.get()),
+            raws: b.raws,
             groups: b.groups,
             group_list: b.group_list,
             tvals: b.tvals,
@@ -324,7 +330,7 @@ impl<'d> Cands<'d> {
         t: &Target,
         exclusions: &[Exclusion],
         data: &'d RequestData,
-        st: &State,
+        st: &mut State,
     ) -> (usize, usize) {
         let tid = tid as usize;
         if let Some(Some(range)) = self.sets.get(tid) {
@@ -334,6 +340,13 @@ impl<'d> Cands<'d> {
         collect(t, data, st, &mut self.arena, |var, key| {
             exclusions.iter().any(|e| e.covers(var, key))
         });
+        for cand in &self.arena[a..] {
+            self.raws.push(if cand.slot != 0 {
+                raw_index(st, cand.slot, &cand.value) as u32
+            } else {
+                u32::MAX
+            });
+        }
         let range = (a, self.arena.len());
         if let Some(slot) = self.sets.get_mut(tid) {
             *slot = Some(range);
@@ -359,9 +372,19 @@ impl<'d> Cands<'d> {
         }
         let g = self.tvals.len();
         let mut union = ByteSet::default();
-        for cand in &self.arena[a..b] {
+        for (cand, &r) in self.arena[a..b].iter().zip(&self.raws[a..b]) {
             let idx = if cand.slot != 0 {
-                value_index(st, cand.slot, link, &cand.value)
+                // Most values hold none of the chain's trigger bytes: their raw entry, known
+                // since the target was collected.
+                let r = r as usize;
+                if link
+                    .chain_triggers
+                    .is_some_and(|t| !t.intersects(&st.values[r].bytes))
+                {
+                    r
+                } else {
+                    value_index(st, cand.slot, link, &cand.value)
+                }
             } else {
                 st.values.push(transformed(link, &cand.value));
                 st.values.len() - 1
@@ -415,6 +438,7 @@ impl Drop for Cands<'_> {
         }
         CANDS_BUFFERS.set(Some(CandsBuffers {
             sets: std::mem::take(&mut self.sets),
+            raws: std::mem::take(&mut self.raws),
             groups: std::mem::take(&mut self.groups),
             group_list: std::mem::take(&mut self.group_list),
             tvals: std::mem::take(&mut self.tvals),
