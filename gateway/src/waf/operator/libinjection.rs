@@ -15,6 +15,9 @@
 
 /// Whether `input` is SQL injection per libinjection, and its fingerprint (for TX.0).
 pub fn detect_sqli(input: &[u8]) -> (bool, Vec<u8>) {
+    if one_bare_word(input) {
+        return (false, Vec::new());
+    }
     let r = libinjectionrs::detect_sqli(input);
     let fp: Vec<u8> = r
         .fingerprint
@@ -22,6 +25,30 @@ pub fn detect_sqli(input: &[u8]) -> (bool, Vec<u8>) {
         .map(|f| f.as_str().as_bytes().to_vec())
         .unwrap_or_default();
     (r.is_injection(), fp)
+}
+
+/// Whether libinjection reads `input` as a single bare word, which it never calls SQLi: a
+/// letter or `_`, then only letters, digits, `_` and dots (JSON argument names such as
+/// `json.items.0.sku`, dotted ids), where no part before a dot is an SQL keyword (a few hold
+/// dots themselves: `dbms_lock.sleep`). Such a value has no quote (one plain parse), no
+/// comment, and no byte that ends a word, so the tokenizer reads it whole, and it would split
+/// it only at a dot after a keyword. One bare word is the fingerprint `n`, and a whole word
+/// that is a keyword one token of its type: neither is blacklisted. Checked with one pass and
+/// a keyword lookup per dot where libinjection would tokenise and fingerprint (JSON names are
+/// most of what reaches it on API bodies).
+fn one_bare_word(input: &[u8]) -> bool {
+    use libinjectionrs::sqli::{TokenType, sqli_data::lookup_word_bytes};
+    let Some(&first) = input.first() else {
+        return false;
+    };
+    if !(first.is_ascii_alphabetic() || first == b'_')
+        || !input
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return false;
+    }
+    memchr::memchr_iter(b'.', input).all(|i| lookup_word_bytes(&input[..i]) == TokenType::Bareword)
 }
 
 /// Whether `input` is XSS per libinjection.
@@ -33,6 +60,70 @@ pub fn detect_xss(input: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::waf::transform::Transform;
+
+    /// What [`one_bare_word`] skips libinjection passes: dotted words whose heads are plain
+    /// names or any SQL keyword, followed by dotted tails of keywords (also the dotted ones),
+    /// numbers and words, also behind a number (`1having.1` is SQLi to libinjection). Keywords
+    /// before a dot are not skipped, as the tokenizer splits there.
+    #[test]
+    fn one_bare_word_is_never_sqli() {
+        use libinjectionrs::sqli::sqli_data::SQL_KEYWORDS;
+        let keywords: Vec<&str> = SQL_KEYWORDS
+            .iter()
+            .filter(|k| k.token_type != b'F')
+            .map(|k| k.word)
+            .collect();
+        let mut heads: Vec<String> = ["json", "a", "_x", "customer", "x1", "e", "n", "b", "q"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        for k in &keywords {
+            heads.push(k.to_string());
+            heads.push(k.to_ascii_lowercase());
+            // Not a word to libinjection (a number, then a word): must not be skipped.
+            heads.push(format!("1{k}"));
+        }
+        let tails = [
+            ".dbms_lock.sleep.1",
+            ".sys.stragg.x",
+            ".user_lock.sleep",
+            "",
+            ".",
+            "..",
+            ".1",
+            ".0x1f",
+            ".1e5",
+            ".x",
+            ".a_b",
+            ".union",
+            ".select.1",
+            ".having.1",
+            ".or.1",
+            ".1.union.select.1",
+            ".and.1",
+            "._",
+            ".1.",
+            ".user",
+        ];
+        let (mut skipped, mut sqli) = (0, 0);
+        for h in &heads {
+            for t in tails {
+                let v = format!("{h}{t}");
+                let hit = libinjectionrs::detect_sqli(v.as_bytes()).is_injection();
+                sqli += usize::from(hit);
+                if one_bare_word(v.as_bytes()) {
+                    assert!(!hit, "skipped but SQLi: {v}");
+                    assert!(!detect_sqli(v.as_bytes()).0);
+                    skipped += 1;
+                }
+            }
+        }
+        assert!(skipped > 1_000, "{skipped}");
+        // The set holds SQLi (`1having.1`) for the check to catch.
+        assert!(sqli > 10, "{sqli}");
+        assert!(one_bare_word(b"json.items.0.sku"));
+        assert!(!one_bare_word(b"having.1") && !one_bare_word(b"dbms_lock.sleep.1"));
+    }
 
     #[test]
     fn lowercase_into_outfile_is_sqli_like_c_libinjection() {
