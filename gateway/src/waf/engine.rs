@@ -468,21 +468,32 @@ fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
     }
     // A chain that leaves the value as it is shares the raw entry too: its bytes and literal
     // hits are the raw value's, not collected and scanned again.
-    let i = match transform(link, &raw_bytes, raw) {
-        Cow::Borrowed(b) if b.len() == raw.len() => r,
-        out if *out == *raw => r,
-        out => {
-            let value = out.into_owned();
-            let bytes = ByteSet::of(&value);
-            st.values.push(Cached {
-                value: Some(value),
-                bytes,
-            });
-            st.values.len() - 1
-        }
+    let i = match changed(transform(link, &raw_bytes, raw), raw) {
+        None => r,
+        Some(value) => push_value(st, value),
     };
     st.cache.insert(slot, link.chain_id, i);
     i
+}
+
+/// A transformation's result on `input`, owned; `None` when it is `input` unchanged.
+fn changed(out: Cow<'_, [u8]>, input: &[u8]) -> Option<Vec<u8>> {
+    match out {
+        // Borrowed results are subslices of the input (`trim*`): unchanged iff as long.
+        Cow::Borrowed(b) if b.len() == input.len() => None,
+        out if *out == *input => None,
+        out => Some(out.into_owned()),
+    }
+}
+
+/// Adds a value a chain changed to the request's table, with its bytes: its index.
+fn push_value(st: &mut State, value: Vec<u8>) -> usize {
+    let bytes = ByteSet::of(&value);
+    st.values.push(Cached {
+        value: Some(value),
+        bytes,
+    });
+    st.values.len() - 1
 }
 
 /// The index in [`State::values`] of the value at `slot` after a `multiMatch` step, computed
@@ -499,21 +510,10 @@ fn multi_step_index(st: &mut State, slot: u32, step: &MultiStep, prev: usize, ra
     if let Some(i) = st.cache.get(slot, step.chain_id) {
         return i;
     }
-    let p = &st.values[prev];
-    let input = p.value.as_deref().unwrap_or(raw);
-    let i = match step.transform.apply(input) {
-        // Borrowed results are subslices of the input (`trim*`): unchanged iff as long.
-        Cow::Borrowed(b) if b.len() == input.len() => prev,
-        out if *out == *input => prev,
-        out => {
-            let value = out.into_owned();
-            let bytes = ByteSet::of(&value);
-            st.values.push(Cached {
-                value: Some(value),
-                bytes,
-            });
-            st.values.len() - 1
-        }
+    let input = st.values[prev].value.as_deref().unwrap_or(raw);
+    let i = match changed(step.transform.apply(input), input) {
+        None => prev,
+        Some(value) => push_value(st, value),
     };
     st.cache.insert(slot, step.chain_id, i);
     i
@@ -546,17 +546,12 @@ fn transformed(link: &Link, raw: &[u8]) -> Cached {
     if link.chain_triggers.is_some_and(|t| !t.intersects(&bytes)) {
         return Cached { value: None, bytes };
     }
-    // Borrowed results are subslices of the value (`trim*`): unchanged iff of the same length.
-    match transform(link, &bytes, raw) {
-        Cow::Borrowed(b) if b.len() == raw.len() => Cached { value: None, bytes },
-        other => {
-            let value = other.into_owned();
-            let bytes = ByteSet::of(&value);
-            Cached {
-                value: Some(value),
-                bytes,
-            }
-        }
+    match changed(transform(link, &bytes, raw), raw) {
+        None => Cached { value: None, bytes },
+        Some(value) => Cached {
+            bytes: ByteSet::of(&value),
+            value: Some(value),
+        },
     }
 }
 
@@ -1196,11 +1191,8 @@ fn transform<'v>(link: &Link, raw_bytes: &ByteSet, v: &'v [u8]) -> Cow<'v, [u8]>
             Cow::Borrowed(b) => t.apply(b),
             // An unchanged result keeps the buffer rather than copying it.
             Cow::Owned(o) => {
-                let changed = match t.apply(&o) {
-                    Cow::Borrowed(b) if b.len() == o.len() => None,
-                    out => Some(out.into_owned()),
-                };
-                Cow::Owned(changed.unwrap_or(o))
+                let out = changed(t.apply(&o), &o);
+                Cow::Owned(out.unwrap_or(o))
             }
         };
     }
