@@ -238,9 +238,18 @@ pub struct Exclusions {
 struct Cands<'d> {
     /// For links whose values depend on the rule (target removals) or on state.
     scratch: Vec<Cand<'d>>,
+    arena: Vec<Cand<'d>>,
+    /// Everything else, indexes and byte sets that borrow nothing.
+    buf: CandsBuffers,
+}
+
+/// The vectors of [`Cands`] that borrow nothing, kept by the worker thread from phase to phase
+/// and request to request: grown once to what its requests need rather than from small in
+/// every phase (the doubling copies were ~5 % of a 20 KB request's instructions, callgrind).
+#[derive(Default)]
+struct CandsBuffers {
     /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
     sets: Vec<Option<(usize, usize)>>,
-    arena: Vec<Cand<'d>>,
     /// Parallel to `arena`: the index in [`State::values`] of each value untransformed
     /// (`u32::MAX` for values without a cache slot), found once when the target is collected.
     raws: Vec<u32>,
@@ -260,21 +269,6 @@ struct Cands<'d> {
     /// By [`Link::target_set`]: index + 1 into `set_unions` (0: not computed yet).
     sets_seen: Vec<u32>,
     /// The union of the bytes of every value of a target set (after its chain).
-    set_unions: Vec<ByteSet>,
-}
-
-/// The vectors of [`Cands`] that borrow nothing, kept by the worker thread from phase to phase
-/// and request to request: grown once to what its requests need rather than from small in
-/// every phase (the doubling copies were ~5 % of a 20 KB request's instructions, callgrind).
-#[derive(Default)]
-struct CandsBuffers {
-    sets: Vec<Option<(usize, usize)>>,
-    raws: Vec<u32>,
-    groups: Vec<u32>,
-    group_list: Vec<(usize, ByteSet)>,
-    tvals: Vec<u32>,
-    tbytes: Vec<ByteSet>,
-    sets_seen: Vec<u32>,
     set_unions: Vec<ByteSet>,
 }
 
@@ -310,16 +304,9 @@ impl<'d> Cands<'d> {
         b.tvals.clear();
         b.tbytes.clear();
         Self {
-            sets_seen: b.sets_seen,
-            set_unions: b.set_unions,
             scratch: Vec::with_capacity(32),
-            sets: b.sets,
             arena: Vec::with_capacity(ARENA_SIZE.get()),
-            raws: b.raws,
-            groups: b.groups,
-            group_list: b.group_list,
-            tvals: b.tvals,
-            tbytes: b.tbytes,
+            buf: b,
         }
     }
 
@@ -333,7 +320,7 @@ impl<'d> Cands<'d> {
         st: &mut State,
     ) -> (usize, usize) {
         let tid = tid as usize;
-        if let Some(Some(range)) = self.sets.get(tid) {
+        if let Some(Some(range)) = self.buf.sets.get(tid) {
             return *range;
         }
         let a = self.arena.len();
@@ -341,14 +328,14 @@ impl<'d> Cands<'d> {
             exclusions.iter().any(|e| e.covers(var, key))
         });
         for cand in &self.arena[a..] {
-            self.raws.push(if cand.slot != 0 {
+            self.buf.raws.push(if cand.slot != 0 {
                 raw_index(st, cand.slot, &cand.value) as u32
             } else {
                 u32::MAX
             });
         }
         let range = (a, self.arena.len());
-        if let Some(slot) = self.sets.get_mut(tid) {
+        if let Some(slot) = self.buf.sets.get_mut(tid) {
             *slot = Some(range);
         }
         range
@@ -365,14 +352,14 @@ impl<'d> Cands<'d> {
         st: &mut State,
     ) -> (usize, ByteSet) {
         let key = gid as usize;
-        if let Some(&i) = self.groups.get(key)
+        if let Some(&i) = self.buf.groups.get(key)
             && i > 0
         {
-            return self.group_list[i as usize - 1];
+            return self.buf.group_list[i as usize - 1];
         }
-        let g = self.tvals.len();
+        let g = self.buf.tvals.len();
         let mut union = ByteSet::default();
-        for (cand, &r) in self.arena[a..b].iter().zip(&self.raws[a..b]) {
+        for (cand, &r) in self.arena[a..b].iter().zip(&self.buf.raws[a..b]) {
             let idx = if cand.slot != 0 {
                 // Most values hold none of the chain's trigger bytes: their raw entry, known
                 // since the target was collected.
@@ -391,12 +378,12 @@ impl<'d> Cands<'d> {
             };
             let bytes = st.values[idx].bytes;
             union.union(&bytes);
-            self.tvals.push(idx as u32);
-            self.tbytes.push(bytes);
+            self.buf.tvals.push(idx as u32);
+            self.buf.tbytes.push(bytes);
         }
-        self.group_list.push((g, union));
-        if let Some(slot) = self.groups.get_mut(key) {
-            *slot = u32::try_from(self.group_list.len()).unwrap_or(0);
+        self.buf.group_list.push((g, union));
+        if let Some(slot) = self.buf.groups.get_mut(key) {
+            *slot = u32::try_from(self.buf.group_list.len()).unwrap_or(0);
         }
         (g, union)
     }
@@ -412,19 +399,19 @@ impl<'d> Cands<'d> {
         st: &mut State,
     ) -> ByteSet {
         let key = sid as usize;
-        if let Some(&i) = self.sets_seen.get(key)
+        if let Some(&i) = self.buf.sets_seen.get(key)
             && i > 0
         {
-            return self.set_unions[i as usize - 1];
+            return self.buf.set_unions[i as usize - 1];
         }
         let mut union = ByteSet::default();
         for (t, &(tid, gid)) in link.targets.iter().zip(ids) {
             let (a, b) = self.set(tid, t, &link.exclusions, data, st);
             union.union(&self.group(gid, link, a, b, st).1);
         }
-        self.set_unions.push(union);
-        if let Some(slot) = self.sets_seen.get_mut(key) {
-            *slot = u32::try_from(self.set_unions.len()).unwrap_or(0);
+        self.buf.set_unions.push(union);
+        if let Some(slot) = self.buf.sets_seen.get_mut(key) {
+            *slot = u32::try_from(self.buf.set_unions.len()).unwrap_or(0);
         }
         union
     }
@@ -433,19 +420,10 @@ impl<'d> Cands<'d> {
 impl Drop for Cands<'_> {
     fn drop(&mut self) {
         ARENA_SIZE.set(self.arena.len().clamp(256, CANDS_KEPT));
-        if self.tvals.capacity() > CANDS_KEPT {
+        if self.buf.tvals.capacity() > CANDS_KEPT {
             return;
         }
-        CANDS_BUFFERS.set(Some(CandsBuffers {
-            sets: std::mem::take(&mut self.sets),
-            raws: std::mem::take(&mut self.raws),
-            groups: std::mem::take(&mut self.groups),
-            group_list: std::mem::take(&mut self.group_list),
-            tvals: std::mem::take(&mut self.tvals),
-            tbytes: std::mem::take(&mut self.tbytes),
-            sets_seen: std::mem::take(&mut self.sets_seen),
-            set_unions: std::mem::take(&mut self.set_unions),
-        }));
+        CANDS_BUFFERS.set(Some(std::mem::take(&mut self.buf)));
     }
 }
 
@@ -871,10 +849,10 @@ impl Engine {
                     continue;
                 }
                 for i in 0..b - a {
-                    if !admits(needs, &cands.tbytes[g + i]) {
+                    if !admits(needs, &cands.buf.tbytes[g + i]) {
                         continue;
                     }
-                    let vi = cands.tvals[g + i] as usize;
+                    let vi = cands.buf.tvals[g + i] as usize;
                     let v = &st.values[vi];
                     let cand = &cands.arena[a + i];
                     if let (Some(filter), Some(literals)) =
