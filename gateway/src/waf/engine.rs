@@ -140,7 +140,7 @@ struct Cached {
 
 /// Where a value's transformation results sit in [`State::values`], by (slot, chain id).
 ///
-/// A dense table, one row of `chains` entries per slot (names after values), grown as slots
+/// A dense table, one row of `chains` entries per slot (per distinct content), grown as slots
 /// appear: slots are small per-request counters and CRS has a few dozen chains (a hash map
 /// here spent ~9 % of a 2 KB request's instructions inserting and growing, callgrind). Each
 /// worker thread keeps its table from request to request and stamps the entries with the
@@ -188,8 +188,7 @@ impl ValueCache {
     }
 
     fn at(&self, slot: u32, chain_id: u32) -> usize {
-        let row = (slot & !NAME_SLOT) as usize * 2 + usize::from(slot & NAME_SLOT != 0);
-        row * self.chains + chain_id as usize
+        slot as usize * self.chains + chain_id as usize
     }
 
     fn get(&self, slot: u32, chain_id: u32) -> Option<usize> {
@@ -213,9 +212,6 @@ impl ValueCache {
         self.table[at] = (u64::from(self.stamp) << 32) | u64::from(index);
     }
 }
-
-/// Marks the slot of an entry's name (`ARGS_NAMES`), so names get cached like values.
-const NAME_SLOT: u32 = 1 << 31;
 
 /// Which rules an exclusion applies to.
 #[derive(Clone, Debug)]
@@ -253,6 +249,13 @@ struct CandsBuffers {
     /// Parallel to `arena`: the index in [`State::values`] of each value untransformed
     /// (`u32::MAX` for values without a cache slot), found once when the target is collected.
     raws: Vec<u32>,
+    /// Parallel to `arena`: whether an earlier value of the same target holds the same
+    /// content (the same slot). A link that has matched nothing yet skips it: the earlier
+    /// one got the same operator on the same bytes in the same state.
+    dups: Vec<bool>,
+    /// By slot: the `stamp` of the last target collection that saw it.
+    seen: Vec<u32>,
+    stamp: u32,
     /// By (target, chain) pair id ([`Link::target_ids`]; CRS PL1 has ~150, where a hash map's
     /// inserts and lookups were ~3 % of a small request): index + 1 into `group_list` (0: not
     /// computed yet).
@@ -300,6 +303,7 @@ impl<'d> Cands<'d> {
         b.sets.resize(targets as usize, None);
         b.set_unions.clear();
         b.raws.clear();
+        b.dups.clear();
         b.group_list.clear();
         b.tvals.clear();
         b.tbytes.clear();
@@ -327,8 +331,20 @@ impl<'d> Cands<'d> {
         collect(t, data, st, &mut self.arena, |var, key| {
             exclusions.iter().any(|e| e.covers(var, key))
         });
+        let b = &mut self.buf;
+        b.stamp = b.stamp.wrapping_add(1);
+        if b.stamp == 0 {
+            b.seen.clear();
+            b.stamp = 1;
+        }
         for cand in &self.arena[a..] {
-            self.buf.raws.push(if cand.slot != 0 {
+            let s = cand.slot as usize;
+            if cand.slot != 0 && s >= b.seen.len() {
+                b.seen.resize(s + 1, 0);
+            }
+            b.dups
+                .push(cand.slot != 0 && std::mem::replace(&mut b.seen[s], b.stamp) == b.stamp);
+            b.raws.push(if cand.slot != 0 {
                 raw_index(st, cand.slot, &cand.value) as u32
             } else {
                 u32::MAX
@@ -849,6 +865,12 @@ impl Engine {
                     continue;
                 }
                 for i in 0..b - a {
+                    // A repeat of a value this link has already judged (and nothing matched
+                    // since, so the state is the same); not when a removal may have skipped
+                    // the first one.
+                    if cands.buf.dups[a + i] && !removal && new_matches.is_empty() {
+                        continue;
+                    }
                     if !admits(needs, &cands.buf.tbytes[g + i]) {
                         continue;
                     }
@@ -890,7 +912,10 @@ impl Engine {
             // filters apply to each of them as to any cached value.
             for (t, &(tid, _)) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
-                for cand in &cands.arena[a..b] {
+                for (cand, &dup) in cands.arena[a..b].iter().zip(&cands.buf.dups[a..b]) {
+                    if dup && !removal && new_matches.is_empty() {
+                        continue;
+                    }
                     if removal
                         && st.removed_targets[..removals]
                             .iter()
@@ -1262,11 +1287,7 @@ fn push_entries<'d>(
             var,
             key: Cow::Borrowed(&e.key),
             value: Cow::Borrowed(if names { &e.key } else { &e.value }),
-            slot: if names && e.slot != 0 {
-                e.slot | NAME_SLOT
-            } else {
-                e.slot
-            },
+            slot: if names { e.key_slot } else { e.slot },
         });
     }
 }
@@ -1567,7 +1588,7 @@ fn fill_head(data: &mut RequestData, req: &HttpInput<'_>) {
     let (args, bad) = body::parse_urlencoded(query.as_bytes());
     data.urlencoded_error |= bad;
     for (k, v) in args {
-        let e = data.entry(k, v);
+        let e = data.arg_entry(k, v);
         data.args_get.push(e);
     }
     for (k, v) in &req.headers {
@@ -1771,5 +1792,26 @@ SecRuleRemoveById 4
         assert_eq!(ids(&e, "/?b=evil"), vec![10, 20, 21, 23]);
         assert_eq!(ids(&e, "/?a=evil&b=ok"), vec![10, 21, 22, 23]);
         assert_eq!(ids(&e, "/?a=ok&b=evil"), vec![10, 20, 21, 23]);
+    }
+
+    /// Equal argument values share one cache slot and a link judges a repeat once; every
+    /// occurrence still counts when they match (each runs the link's actions), a repeat whose
+    /// first occurrence a `ctl` removal hid is still judged, and names never share a slot
+    /// with values.
+    #[test]
+    fn repeated_values_are_judged_once_but_each_occurrence_counts() {
+        let e = engine(
+            "SecAction \"id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20;ARGS:a\"\n\
+             SecRule ARGS \"@streq evil\" \"id:10,phase:1,pass,nolog,setvar:tx.n=+1\"\n\
+             SecRule TX:n \"@eq 3\" \"id:11,phase:1,pass,log,msg:'each occurrence'\"\n\
+             SecRule ARGS \"@streq evil\" \"id:12,phase:1,pass,nolog,multiMatch,t:none,t:lowercase,setvar:tx.m=+1\"\n\
+             SecRule TX:m \"@eq 3\" \"id:13,phase:1,pass,log,msg:'each, multiMatch'\"\n\
+             SecRule ARGS \"@streq evil\" \"id:20,phase:1,pass,log,msg:'not hidden',t:none\"\n\
+             SecRule ARGS_NAMES \"@streq evil\" \"id:30,phase:1,pass,log,msg:'name',t:none\"\n\
+             SecRule ARGS \"@streq x\" \"id:40,phase:1,pass,log,msg:'value',t:none\"\n",
+        );
+        assert_eq!(ids(&e, "/?a=evil&b=evil&c=evil"), vec![11, 13, 20]);
+        assert_eq!(ids(&e, "/?a=evil&b=ok"), Vec::<u32>::new());
+        assert_eq!(ids(&e, "/?evil=x&x=evil"), vec![20, 30, 40]);
     }
 }

@@ -343,12 +343,15 @@ pub fn parse_target(raw: &RawTarget) -> Result<Parsed, String> {
     })
 }
 
-/// A named value with an id unique within the request (the transformation cache key).
+/// A named value with the transformation cache keys of its value and of its name.
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    /// The value's cache slot; 0: not cached.
     pub slot: u32,
+    /// The name's cache slot (`ARGS_NAMES` and the like).
+    pub key_slot: u32,
 }
 
 /// Multipart parsing outcome flags, as ModSecurity names them.
@@ -405,17 +408,54 @@ pub struct RequestData {
     pub files_combined_size: u64,
     pub body_length: usize,
     next_slot: u32,
+    /// Slots of the short argument values seen so far in this request.
+    slots: std::collections::HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
 }
 
+/// Contents up to this long share a slot with their equals; longer ones (a whole body) get
+/// one of their own, not hashed and copied for a twin they almost never have.
+const SHARED_SLOT_MAX: usize = 256;
+
 impl RequestData {
-    /// An entry with a fresh slot.
+    /// An entry with fresh slots.
     pub fn entry(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Entry {
-        self.next_slot += 1;
+        self.next_slot += 2;
         Entry {
             key: key.into(),
             value: value.into(),
-            slot: self.next_slot,
+            slot: self.next_slot - 1,
+            key_slot: self.next_slot,
         }
+    }
+
+    /// An argument (query or body): its value shares a slot with equal values, so one
+    /// repeated across a request (the `"status":"active"` of every item in a JSON array) is
+    /// transformed, scanned and matched once per rule rather than once per occurrence. Names
+    /// (JSON paths, mostly unique) and other entries are not looked up: the hashing would
+    /// cost more than the repeats save.
+    pub fn arg_entry(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Entry {
+        let value = value.into();
+        let slot = self.slot_of(&value);
+        self.next_slot += 1;
+        Entry {
+            key: key.into(),
+            value,
+            slot,
+            key_slot: self.next_slot,
+        }
+    }
+
+    fn slot_of(&mut self, content: &[u8]) -> u32 {
+        if content.len() <= SHARED_SLOT_MAX {
+            if let Some(&slot) = self.slots.get(content) {
+                return slot;
+            }
+            self.next_slot += 1;
+            self.slots.insert(content.into(), self.next_slot);
+        } else {
+            self.next_slot += 1;
+        }
+        self.next_slot
     }
 
     pub fn args_combined_size(&self) -> usize {

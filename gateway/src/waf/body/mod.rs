@@ -2,6 +2,7 @@
 //! (`ARGS_POST`, `FILES`, `XML`, `REQBODY_ERROR`). URL-encoded forms, JSON (flattened as
 //! `json.a.b` / `json.list.0`), multipart (strict, with the flags CRS reads) and minimal XML.
 
+mod json;
 mod multipart;
 mod xml;
 
@@ -44,20 +45,17 @@ pub fn process(
             data.urlencoded_error |= bad;
             let total = args.len();
             for (k, v) in args.into_iter().take(max_args) {
-                let e = data.entry(k, v);
+                let e = data.arg_entry(k, v);
                 data.args_post.push(e);
             }
             total > max_args
         }
-        "JSON" => match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(v) => {
-                let mut out = Vec::new();
-                // One more than allowed, to know that there were more.
-                let cap = max_args.saturating_add(1);
-                flatten_json(&v, &mut String::from("json"), &mut out, 0, cap);
+        // One more than allowed, to know that there were more.
+        "JSON" => match json::flatten(body, max_args.saturating_add(1)) {
+            Ok(out) => {
                 let over = out.len() > max_args;
                 for (k, v) in out.into_iter().take(max_args) {
-                    let e = data.entry(k, v);
+                    let e = data.arg_entry(k, v);
                     data.args_post.push(e);
                 }
                 over
@@ -81,47 +79,6 @@ fn too_many_args(data: &mut RequestData, max_args: usize) {
     data.args_truncated = true;
     data.reqbody_error = true;
     data.reqbody_error_msg = format!("too many arguments: more than {max_args}");
-}
-
-/// Deeper JSON is refused as a parse error rather than recursed into (stack safety).
-const MAX_JSON_DEPTH: usize = 512;
-
-/// Collects at most `cap` leaves.
-fn flatten_json(
-    v: &serde_json::Value,
-    prefix: &mut String,
-    out: &mut Vec<(String, Vec<u8>)>,
-    depth: usize,
-    cap: usize,
-) {
-    use serde_json::Value;
-    if depth > MAX_JSON_DEPTH || out.len() >= cap {
-        return;
-    }
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                let len = prefix.len();
-                prefix.push('.');
-                prefix.push_str(k);
-                flatten_json(child, prefix, out, depth + 1, cap);
-                prefix.truncate(len);
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                let len = prefix.len();
-                prefix.push('.');
-                prefix.push_str(&i.to_string());
-                flatten_json(child, prefix, out, depth + 1, cap);
-                prefix.truncate(len);
-            }
-        }
-        Value::String(s) => out.push((prefix.clone(), s.as_bytes().to_vec())),
-        Value::Number(n) => out.push((prefix.clone(), n.to_string().into_bytes())),
-        Value::Bool(b) => out.push((prefix.clone(), b.to_string().into_bytes())),
-        Value::Null => out.push((prefix.clone(), Vec::new())),
-    }
 }
 
 fn hex(b: u8) -> Option<u8> {
