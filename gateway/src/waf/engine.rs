@@ -246,6 +246,13 @@ struct Cands<'d> {
 struct CandsBuffers {
     /// By [`Link::target_ids`] entry: where the target's values sit in `arena`.
     sets: Vec<Option<(usize, usize)>>,
+    /// By target, as `sets`: the union of its values' bytes untransformed (`None` when one
+    /// has no cache slot), and index + 1 into `group_list` of its values untransformed (0:
+    /// not made yet). A chain none of whose trigger bytes the union holds leaves every value
+    /// as it is: its group is that one, shared, not walked and copied once per chain (argument
+    /// names against most of CRS's chains).
+    set_bytes: Vec<Option<ByteSet>>,
+    raw_groups: Vec<u32>,
     /// Parallel to `arena`: the index in [`State::values`] of each value untransformed
     /// (`u32::MAX` for values without a cache slot), found once when the target is collected.
     raws: Vec<u32>,
@@ -301,6 +308,9 @@ impl<'d> Cands<'d> {
         reset(&mut b.groups, groups);
         b.sets.clear();
         b.sets.resize(targets as usize, None);
+        b.set_bytes.clear();
+        b.set_bytes.resize(targets as usize, None);
+        reset(&mut b.raw_groups, targets);
         b.set_unions.clear();
         b.raws.clear();
         b.dups.clear();
@@ -337,6 +347,7 @@ impl<'d> Cands<'d> {
             b.seen.clear();
             b.stamp = 1;
         }
+        let mut union = Some(ByteSet::default());
         for cand in &self.arena[a..] {
             let s = cand.slot as usize;
             if cand.slot != 0 && s >= b.seen.len() {
@@ -345,10 +356,18 @@ impl<'d> Cands<'d> {
             b.dups
                 .push(cand.slot != 0 && std::mem::replace(&mut b.seen[s], b.stamp) == b.stamp);
             b.raws.push(if cand.slot != 0 {
-                raw_index(st, cand.slot, &cand.value) as u32
+                let r = raw_index(st, cand.slot, &cand.value);
+                if let Some(u) = &mut union {
+                    u.union(&st.values[r].bytes);
+                }
+                r as u32
             } else {
+                union = None;
                 u32::MAX
             });
+        }
+        if let Some(slot) = self.buf.set_bytes.get_mut(tid) {
+            *slot = union;
         }
         let range = (a, self.arena.len());
         if let Some(slot) = self.buf.sets.get_mut(tid) {
@@ -362,6 +381,7 @@ impl<'d> Cands<'d> {
     fn group(
         &mut self,
         gid: u32,
+        tid: u32,
         link: &Link,
         a: usize,
         b: usize,
@@ -372,6 +392,12 @@ impl<'d> Cands<'d> {
             && i > 0
         {
             return self.buf.group_list[i as usize - 1];
+        }
+        if let (Some(t), Some(&Some(raw_union))) =
+            (link.chain_triggers, self.buf.set_bytes.get(tid as usize))
+            && !t.intersects(&raw_union)
+        {
+            return self.raw_group(gid, tid, a, b, raw_union, st);
         }
         let g = self.buf.tvals.len();
         let mut union = ByteSet::default();
@@ -404,6 +430,39 @@ impl<'d> Cands<'d> {
         (g, union)
     }
 
+    /// The group of the target's values untransformed (`a..b`, every one with a cache slot,
+    /// `union` their bytes), made on first use and recorded as pair `gid`'s too.
+    fn raw_group(
+        &mut self,
+        gid: u32,
+        tid: u32,
+        a: usize,
+        b: usize,
+        union: ByteSet,
+        st: &State,
+    ) -> (usize, ByteSet) {
+        let buf = &mut self.buf;
+        let made = buf.raw_groups.get(tid as usize).copied().unwrap_or(0);
+        let i = if made > 0 {
+            made
+        } else {
+            let g = buf.tvals.len();
+            buf.tvals.extend_from_slice(&buf.raws[a..b]);
+            buf.tbytes
+                .extend(buf.raws[a..b].iter().map(|&r| st.values[r as usize].bytes));
+            buf.group_list.push((g, union));
+            let i = u32::try_from(buf.group_list.len()).unwrap_or(0);
+            if let Some(slot) = buf.raw_groups.get_mut(tid as usize) {
+                *slot = i;
+            }
+            i
+        };
+        if let Some(slot) = buf.groups.get_mut(gid as usize) {
+            *slot = i;
+        }
+        buf.group_list[i as usize - 1]
+    }
+
     /// The union of the bytes of all of `link`'s values (its [`Link::target_set`] `sid`),
     /// computed on first use.
     fn set_union(
@@ -423,7 +482,7 @@ impl<'d> Cands<'d> {
         let mut union = ByteSet::default();
         for (t, &(tid, gid)) in link.targets.iter().zip(ids) {
             let (a, b) = self.set(tid, t, &link.exclusions, data, st);
-            union.union(&self.group(gid, link, a, b, st).1);
+            union.union(&self.group(gid, tid, link, a, b, st).1);
         }
         self.buf.set_unions.push(union);
         if let Some(slot) = self.buf.sets_seen.get_mut(key) {
@@ -860,7 +919,7 @@ impl Engine {
             // them through the same chain; removals that apply to this rule filter them here.
             for (t, &(tid, gid)) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
-                let (g, union) = cands.group(gid, link, a, b, st);
+                let (g, union) = cands.group(gid, tid, link, a, b, st);
                 if !admits(needs, &union) {
                     continue;
                 }
@@ -1813,5 +1872,19 @@ SecRuleRemoveById 4
         assert_eq!(ids(&e, "/?a=evil&b=evil&c=evil"), vec![11, 13, 20]);
         assert_eq!(ids(&e, "/?a=evil&b=ok"), Vec::<u32>::new());
         assert_eq!(ids(&e, "/?evil=x&x=evil"), vec![20, 30, 40]);
+    }
+
+    /// A target's values share their untransformed group with every chain none of whose
+    /// trigger bytes any of them holds; one value that holds one (`ABC` for `lowercase`,
+    /// after any number that do not) is transformed.
+    #[test]
+    fn a_chain_is_skipped_only_when_no_value_of_the_target_needs_it() {
+        let e = engine(
+            "SecRule ARGS \"@streq abc\" \"id:1,phase:1,pass,log,msg:'raw',t:none\"\n\
+             SecRule ARGS \"@streq abc\" \"id:2,phase:1,pass,log,msg:'lower',t:none,t:lowercase\"\n",
+        );
+        assert_eq!(ids(&e, "/?a=x&b=y&c=ABC"), vec![2]);
+        assert_eq!(ids(&e, "/?a=x&b=abc"), vec![1, 2]);
+        assert_eq!(ids(&e, "/?a=x&b=y"), Vec::<u32>::new());
     }
 }
