@@ -140,12 +140,12 @@ struct Cached {
 
 /// Where a value's transformation results sit in [`State::values`], by (slot, chain id).
 ///
-/// A dense table, one row of `chains` entries per slot (per distinct content), grown as slots
-/// appear: slots are small per-request counters and CRS has a few dozen chains (a hash map
-/// here spent ~9 % of a 2 KB request's instructions inserting and growing, callgrind). Each
-/// worker thread keeps its table from request to request and stamps the entries with the
-/// request's number, so nothing is zeroed or grown per request (a fresh table per request
-/// cost ~4 % of a 100 B request's instructions in zeroing and doubling).
+/// A dense table, one row of `chains` entries per slot (equal argument values share one),
+/// grown as slots appear: slots are small per-request counters and CRS has a few dozen chains
+/// (a hash map here spent ~9 % of a 2 KB request's instructions inserting and growing,
+/// callgrind). Each worker thread keeps its table from request to request and stamps the
+/// entries with the request's number, so nothing is zeroed or grown per request (a fresh table
+/// per request cost ~4 % of a 100 B request's instructions in zeroing and doubling).
 struct ValueCache {
     chains: usize,
     /// This request's stamp: entries with another are empty.
