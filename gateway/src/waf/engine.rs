@@ -910,6 +910,19 @@ impl Engine {
                 }
             }
         }
+        // Whether a removal hides the value from this rule: only those made before this link
+        // ran, as when collecting.
+        let hidden = |cand: &Cand<'_>, st: &State| {
+            removal
+                && st.removed_targets[..removals]
+                    .iter()
+                    .any(|(sel, e)| e.covers(cand.var, &cand.key) && applies(sel))
+        };
+        // A repeat of a value this link has already judged (and nothing matched since, so the
+        // state is the same); not when a removal may have hidden the first one.
+        let judged = |dup: bool, new_matches: &[(Arc<str>, Vec<u8>)]| {
+            dup && !removal && new_matches.is_empty()
+        };
         if let Some(ids) = &link.target_ids
             && !counted
             && !link.multi_match
@@ -924,10 +937,7 @@ impl Engine {
                     continue;
                 }
                 for i in 0..b - a {
-                    // A repeat of a value this link has already judged (and nothing matched
-                    // since, so the state is the same); not when a removal may have skipped
-                    // the first one.
-                    if cands.buf.dups[a + i] && !removal && new_matches.is_empty() {
+                    if judged(cands.buf.dups[a + i], &new_matches) {
                         continue;
                     }
                     if !admits(needs, &cands.buf.tbytes[g + i]) {
@@ -945,12 +955,7 @@ impl Engine {
                             continue;
                         }
                     }
-                    // Only the removals made before this link ran, as when collecting.
-                    if removal
-                        && st.removed_targets[..removals]
-                            .iter()
-                            .any(|(sel, e)| e.covers(cand.var, &cand.key) && applies(sel))
-                    {
+                    if hidden(cand, st) {
                         continue;
                     }
                     let value = v.value.as_deref().unwrap_or(&cand.value);
@@ -972,14 +977,7 @@ impl Engine {
             for (t, &(tid, _)) in link.targets.iter().zip(ids.iter()) {
                 let (a, b) = cands.set(tid, t, &link.exclusions, data, st);
                 for (cand, &dup) in cands.arena[a..b].iter().zip(&cands.buf.dups[a..b]) {
-                    if dup && !removal && new_matches.is_empty() {
-                        continue;
-                    }
-                    if removal
-                        && st.removed_targets[..removals]
-                            .iter()
-                            .any(|(sel, e)| e.covers(cand.var, &cand.key) && applies(sel))
-                    {
+                    if judged(dup, &new_matches) || hidden(cand, st) {
                         continue;
                     }
                     let found = if cand.slot != 0 {
