@@ -73,6 +73,10 @@ pub struct Engine {
     max_args: usize,
 }
 
+/// A matched variable's name and value (MATCHED_VAR, one of MATCHED_VARS): shared, so that
+/// recording a match allocates the value once however many records hold it.
+type Matched = (Arc<str>, Arc<[u8]>);
+
 /// Per-request mutable state.
 struct State {
     /// TX by lowercase name: read by most rules, so looked up without building a key.
@@ -81,8 +85,8 @@ struct State {
     tx: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
     /// The other collections (`ip.x`, `session.x`), per request.
     vars: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
-    matched_var: Option<(Arc<str>, Vec<u8>)>,
-    matched_vars: Vec<(Arc<str>, Vec<u8>)>,
+    matched_var: Option<Matched>,
+    matched_vars: Vec<Matched>,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Exclusion)>,
@@ -828,7 +832,7 @@ impl Engine {
                 msg,
                 data: logdata,
                 variable: variable.to_string(),
-                value,
+                value: value.to_vec(),
                 severity: rule.severity,
             });
         }
@@ -868,7 +872,7 @@ impl Engine {
         {
             let expand = expander(rule, data, st);
             let value = match st.tx.get(k.as_str()) {
-                Some(v) if op.matches(v, &expand, None) => v.clone(),
+                Some(v) if op.matches(v, &expand, None) => Arc::<[u8]>::from(v.as_slice()),
                 _ => return false,
             };
             let name = Arc::clone(name);
@@ -891,7 +895,7 @@ impl Engine {
             return false;
         }
         let mut caps: Vec<Vec<u8>> = Vec::new();
-        let mut new_matches: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+        let mut new_matches: Vec<Matched> = Vec::new();
         // Exclusions from `ctl` and the configuration that apply to this rule.
         let applies = |sel: &RuleSel| match sel {
             RuleSel::All => true,
@@ -929,9 +933,7 @@ impl Engine {
         };
         // A repeat of a value this link has already judged (and nothing matched since, so the
         // state is the same); not when a removal may have hidden the first one.
-        let judged = |dup: bool, new_matches: &[(Arc<str>, Vec<u8>)]| {
-            dup && !removal && new_matches.is_empty()
-        };
+        let judged = |dup: bool, new_matches: &[Matched]| dup && !removal && new_matches.is_empty();
         if let Some(ids) = &link.target_ids
             && !counted
             && !link.multi_match
@@ -973,7 +975,7 @@ impl Engine {
                     if !op.matches(value, &expand, link.capture.then_some(&mut caps)) {
                         continue;
                     }
-                    let value = value.to_vec();
+                    let value = Arc::from(value);
                     self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
                 }
             }
@@ -1013,7 +1015,7 @@ impl Engine {
                 });
             }
             for cand in scratch.iter() {
-                let found: Option<Vec<u8>> = if link.multi_match && cand.slot != 0 {
+                let found: Option<Arc<[u8]>> = if link.multi_match && cand.slot != 0 {
                     self.multi_match_cached(rule, link, op, cand, data, st, &mut caps)
                 } else if link.multi_match {
                     multi_match_uncached(rule, link, op, cand, data, st, &mut caps)
@@ -1034,7 +1036,7 @@ impl Engine {
                     let expand = expander(rule, data, st);
                     caps.clear();
                     op.matches(value, &expand, link.capture.then_some(&mut caps))
-                        .then(|| value.to_vec())
+                        .then(|| Arc::from(value))
                 };
                 if let Some(value) = found {
                     self.hit(rule, link, cand, value, &caps, data, st, &mut new_matches);
@@ -1061,7 +1063,7 @@ impl Engine {
         data: &RequestData,
         st: &mut State,
         caps: &mut Vec<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Arc<[u8]>> {
         let needs = op.needs();
         let raw = raw_index(st, cand.slot, &cand.value);
         let (mut prev, mut idx) = (raw, raw);
@@ -1082,7 +1084,7 @@ impl Engine {
                     let expand = expander(rule, data, st);
                     caps.clear();
                     if op.matches(value, &expand, link.capture.then_some(&mut *caps)) {
-                        return Some(value.to_vec());
+                        return Some(Arc::from(value));
                     }
                 }
             }
@@ -1115,11 +1117,11 @@ impl Engine {
         rule: &Rule,
         link: &Link,
         cand: &Cand<'_>,
-        value: Vec<u8>,
+        value: Arc<[u8]>,
         caps: &[Vec<u8>],
         data: &RequestData,
         st: &mut State,
-        new_matches: &mut Vec<(Arc<str>, Vec<u8>)>,
+        new_matches: &mut Vec<Matched>,
     ) {
         if link.capture {
             for k in CAPTURE_NAMES {
@@ -1222,12 +1224,12 @@ fn multi_match_uncached(
     data: &RequestData,
     st: &State,
     caps: &mut Vec<Vec<u8>>,
-) -> Option<Vec<u8>> {
+) -> Option<Arc<[u8]>> {
     let expand = expander(rule, data, st);
     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&cand.value);
     caps.clear();
     if op.matches(&cur, &expand, link.capture.then_some(&mut *caps)) {
-        return Some(cur.to_vec());
+        return Some(Arc::from(&*cur));
     }
     for t in link.transforms.iter() {
         // A borrowed result is a subslice of the input (`trim*`), so the same length means
@@ -1242,7 +1244,7 @@ fn multi_match_uncached(
         cur = Cow::Owned(next);
         caps.clear();
         if op.matches(&cur, &expand, link.capture.then_some(&mut *caps)) {
-            return Some(cur.to_vec());
+            return Some(Arc::from(&*cur));
         }
     }
     None
@@ -1558,7 +1560,7 @@ fn collect<'d>(
         }
         Var::MatchedVar => {
             if let Some((_, v)) = &st.matched_var {
-                owned(t.var, v.clone(), out);
+                owned(t.var, v.to_vec(), out);
             }
         }
         Var::MatchedVarName => {
@@ -1575,7 +1577,7 @@ fn collect<'d>(
                     var: t.var,
                     key: Cow::Owned(n.as_bytes().to_vec()),
                     value: Cow::Owned(if t.var == Var::MatchedVars {
-                        v.clone()
+                        v.to_vec()
                     } else {
                         n.as_bytes().to_vec()
                     }),
