@@ -53,6 +53,22 @@ impl Macro {
         }
     }
 
+    /// The references, lowercase (`tx.anomaly_score`).
+    pub fn refs(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref(r) => Some(r.as_str()),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// The literal text before the first reference (all of it when there is none).
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Lit(s)) => s,
+            _ => "",
+        }
+    }
+
     /// Expands references with `lookup` (unknown references expand to nothing).
     pub fn expand<'a>(&'a self, lookup: &dyn Fn(&str) -> Option<Cow<'a, str>>) -> Cow<'a, str> {
         match self.parts.as_slice() {

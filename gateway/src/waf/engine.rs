@@ -8,6 +8,7 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 use super::{
     actions::{Action, Ctl, EngineOverride, Macro, SetOp, apply_setop},
     body,
+    fold::{Fixed, Folds, MatchedState, Probe, TxMap},
     operator::{ByteSet, LiteralIndex, Operator, admits},
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
@@ -71,18 +72,23 @@ pub struct Engine {
     mode: Mode,
     /// Most arguments a body yields ([`body::process`]).
     max_args: usize,
+    /// The outcomes of the rules that read only configuration-fixed TX, found at load.
+    folds: Folds,
 }
 
 /// A matched variable's name and value (MATCHED_VAR, one of MATCHED_VARS): shared, so that
 /// recording a match allocates the value once however many records hold it.
-type Matched = (Arc<str>, Arc<[u8]>);
+pub(super) type Matched = (Arc<str>, Arc<[u8]>);
 
 /// Per-request mutable state.
 struct State {
+    /// Whether the outcomes [`Folds`] recorded hold (no exclusion or `ctl` removed a rule
+    /// they cover): the rules they cover are not evaluated.
+    folded: bool,
     /// TX by lowercase name: read by most rules, so looked up without building a key.
     /// (foldhash: per-process random seed, several times faster than SipHash on these short
     /// keys; a request can add only a bounded number of keys of its own.)
-    tx: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
+    tx: TxMap,
     /// The other collections (`ip.x`, `session.x`), per request.
     vars: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
     matched_var: Option<Matched>,
@@ -100,6 +106,56 @@ struct State {
     values: Vec<Cached>,
     /// Which literal filters each of `values` passes.
     literal_hits: LiteralHits,
+}
+
+impl State {
+    fn new(
+        tx: TxMap,
+        matched: MatchedState,
+        excl: &Exclusions,
+        chains: usize,
+        folded: bool,
+    ) -> Self {
+        let (values, literal_hits) = VALUES.take().unwrap_or_default();
+        Self {
+            folded,
+            tx,
+            vars: HashMap::default(),
+            matched_var: matched.0,
+            matched_vars: matched.1,
+            removed_ids: excl.ids.clone(),
+            removed_tags: excl.tags.clone(),
+            removed_targets: excl.targets.clone(),
+            engine: None,
+            processor: None,
+            force_body_var: false,
+            matches: Vec::new(),
+            cache: ValueCache::for_request(chains),
+            literal_hits,
+            values,
+        }
+    }
+}
+
+/// A rule's recorded outcome applied to the request: its TX changes and MATCHED_VARS, and
+/// whether it matched.
+fn apply_fixed(f: &Fixed, st: &mut State) -> bool {
+    for (k, v) in &f.sets {
+        match (v, st.tx.get_mut(k)) {
+            (Some(v), Some(slot)) => slot.clone_from(v),
+            (Some(v), None) => {
+                st.tx.insert(k.clone(), v.clone());
+            }
+            (None, _) => {
+                st.tx.remove(k);
+            }
+        }
+    }
+    if let Some((var, vars)) = &f.matched_vars {
+        st.matched_var.clone_from(var);
+        st.matched_vars.clone_from(vars);
+    }
+    f.matched
 }
 
 /// Per request, for each cached value (by its index in [`State::values`]) scanned on first
@@ -639,14 +695,58 @@ enum Flow {
 
 impl Engine {
     pub fn new(rules: RuleSet, setup: Vec<(String, String)>, mode: Mode) -> Self {
-        Self {
+        let setup: Vec<(String, Vec<u8>)> = setup
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
+            .collect();
+        let mut engine = Self {
             rules,
-            setup: setup
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
-                .collect(),
+            folds: Folds::none(TxMap::default()),
+            setup,
             mode,
             max_args: DEFAULT_MAX_ARGS,
+        };
+        engine.folds = Folds::analyse(&engine.rules, engine.setup_tx(), |rule, tx| {
+            engine.probe(rule, tx)
+        });
+        engine
+    }
+
+    /// The TX a request starts with before any rule ran, with room for what CRS sets per
+    /// request (56-112 variables at PL1 with the benchmark's requests: growing from the
+    /// setup's few cost three or four rehashes per request).
+    fn setup_tx(&self) -> TxMap {
+        let mut tx = TxMap::with_capacity_and_hasher(TX_CAPACITY, Default::default());
+        tx.extend(self.setup.iter().cloned());
+        tx
+    }
+
+    /// Runs `rule` on a request with nothing in it and TX `tx` (for [`Folds::analyse`]).
+    fn probe(&self, rule: &Rule, tx: &TxMap) -> Probe {
+        let data = RequestData::default();
+        let mut st = State::new(
+            tx.clone(),
+            (None, Vec::new()),
+            &Exclusions::default(),
+            1,
+            false,
+        );
+        let mut cands = Cands::new(
+            rule.phase.into(),
+            self.rules.target_ids,
+            self.rules.groups,
+            self.rules.target_sets,
+        );
+        let matched = self.eval_rule(rule, &data, &mut st, &mut cands);
+        drop(cands);
+        Probe {
+            matched,
+            logged: !st.matches.is_empty(),
+            matched_vars: st
+                .matched_var
+                .is_some()
+                .then(|| (st.matched_var.clone(), st.matched_vars.clone())),
+            tx: st.tx,
         }
     }
 
@@ -672,26 +772,12 @@ impl Engine {
     pub fn inspect(&self, req: &HttpInput<'_>, excl: &Exclusions) -> Outcome {
         let mut data = RequestData::default();
         fill_head(&mut data, req);
-        // Room for what CRS sets per request (56-112 variables at PL1 with the benchmark's
-        // requests): growing from the setup's few cost three or four rehashes per request.
-        let mut tx = HashMap::with_capacity_and_hasher(TX_CAPACITY, Default::default());
-        tx.extend(self.setup.iter().cloned());
-        let (values, literal_hits) = VALUES.take().unwrap_or_default();
-        let mut st = State {
-            tx,
-            vars: HashMap::default(),
-            matched_var: None,
-            matched_vars: Vec::new(),
-            removed_ids: excl.ids.clone(),
-            removed_tags: excl.tags.clone(),
-            removed_targets: excl.targets.clone(),
-            engine: None,
-            processor: None,
-            force_body_var: false,
-            matches: Vec::new(),
-            cache: ValueCache::for_request(self.rules.chains.len()),
-            literal_hits,
-            values,
+        let chains = self.rules.chains.len();
+        let mut st = if self.folds.hold_with(excl) {
+            let f = &self.folds;
+            State::new(f.tx.clone(), f.matched_vars.clone(), excl, chains, true)
+        } else {
+            State::new(self.setup_tx(), (None, Vec::new()), excl, chains, false)
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -750,8 +836,13 @@ impl Engine {
             self.rules.groups,
             self.rules.target_sets,
         );
+        let fixed = &self.folds.phases[phase];
+        if phase == 1 && st.folded {
+            i = self.folds.start;
+        }
         while i < p.items.len() {
-            let Item::Rule(rule) = &p.items[i] else {
+            let at = i;
+            let Item::Rule(rule) = &p.items[at] else {
                 i += 1;
                 continue;
             };
@@ -762,7 +853,11 @@ impl Engine {
             if self.removed(rule, st) {
                 continue;
             }
-            if !self.eval_rule(rule, data, st, &mut scratch) {
+            let matched = match fixed.get(at) {
+                Some(Some(f)) if st.folded => apply_fixed(f, st),
+                _ => self.eval_rule(rule, data, st, &mut scratch),
+            };
+            if !matched {
                 continue;
             }
             match rule.disruptive {
@@ -772,17 +867,7 @@ impl Engine {
                 Disruptive::Allow => return Flow::Allow,
                 _ => {}
             }
-            if let Some(at) = rule.skip_to {
-                i = at + 1;
-            } else if rule.skip > 0 {
-                let mut left = rule.skip;
-                while left > 0 && i < p.items.len() {
-                    if matches!(p.items[i], Item::Rule(_)) {
-                        left -= 1;
-                    }
-                    i += 1;
-                }
-            }
+            i = p.after_match(at, rule);
         }
         Flow::Continue
     }
@@ -1140,6 +1225,11 @@ impl Engine {
     }
 
     fn exec(&self, rule: &Rule, action: &Action, data: &RequestData, st: &mut State) {
+        if let Action::Ctl(ctl) = action
+            && !self.folds.survive(ctl)
+        {
+            st.folded = false;
+        }
         match action {
             Action::SetVar {
                 collection,
@@ -1729,6 +1819,20 @@ mod tests {
         Engine::new(b.finish().expect("builds"), Vec::new(), Mode::Detect)
     }
 
+    /// The ids of the rules of `phase` whose outcome was decided at load, and whether each
+    /// matched.
+    fn decided(e: &Engine, phase: usize) -> Vec<(u32, bool)> {
+        e.rules.phases[phase]
+            .items
+            .iter()
+            .zip(&e.folds.phases[phase])
+            .filter_map(|(item, f)| match (item, f) {
+                (Item::Rule(r), Some(f)) => Some((r.id, f.matched)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn ids(e: &Engine, target: &str) -> Vec<u32> {
         let input = HttpInput {
             method: "GET",
@@ -1764,6 +1868,124 @@ SecRuleRemoveById 4
         );
         assert_eq!(ids(&e, "/?skip=yes&n=2"), vec![2, 6]);
         assert_eq!(ids(&e, "/?skip=no&n=3"), vec![3, 5]);
+    }
+
+    /// Rules that read only TX the configuration fixes are decided at load: the setup checks
+    /// and defaults before the first rule that reads the request become the TX a request
+    /// starts with, a guard's skip is taken without evaluating it, and a guard that reads a
+    /// variable a request may have changed is still evaluated per request.
+    #[test]
+    fn rules_that_read_only_fixed_tx_are_decided_at_load() {
+        let e = engine(
+            r#"SecRule &TX:level "@eq 0" "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.score=0"
+SecRule ARGS:raise "@streq yes" "id:3,phase:1,pass,log,msg:r3,setvar:tx.score=+5"
+SecRule TX:level "@lt 2" "id:4,phase:1,pass,nolog,skipAfter:END-PL2"
+SecRule ARGS "@rx pl2" "id:5,phase:1,pass,log,msg:r5"
+SecMarker END-PL2
+SecRule TX:score "@ge 5" "id:6,phase:1,pass,log,msg:r6"
+SecRule TX:level "@lt 2" "id:8,phase:2,pass,nolog,skipAfter:END-PL2-B"
+SecRule ARGS "@rx pl2" "id:9,phase:2,pass,log,msg:r9"
+SecMarker END-PL2-B
+SecRule TX:level "@eq 1" "id:7,phase:2,pass,log,msg:r7"
+"#,
+        );
+        let f = &e.folds;
+        // Rules 1 and 2 are in the starting TX; guards 4 and 8 are decided (matched); 3 and 6
+        // read the request or what it changed; 7 logs when it matches (a record per request).
+        assert_eq!(f.start, 2);
+        assert_eq!(f.tx.get("level").map(Vec::as_slice), Some(&b"1"[..]));
+        assert_eq!(decided(&e, 1), [(1, true), (2, true), (4, true)]);
+        assert_eq!(decided(&e, 2), [(8, true)]);
+        assert_eq!(ids(&e, "/?q=pl2"), vec![7]);
+        assert_eq!(ids(&e, "/?raise=yes&q=pl2"), vec![3, 6, 7]);
+    }
+
+    /// What a rule that reads the request may change is unknown after it, on every path: a
+    /// value set on one path only (a skip over it that depends on the request) and variables
+    /// named by a macro (`tx.h_%{tx.0}`) are read per request.
+    #[test]
+    fn a_variable_a_request_may_change_is_read_per_request() {
+        let e = engine(
+            r#"SecRule ARGS:a "@streq 1" "id:1,phase:1,pass,nolog,skipAfter:M"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.v=1"
+SecMarker M
+SecRule TX:v "@eq 1" "id:3,phase:1,pass,log,msg:r3"
+SecRule TX:v "@eq 1" "id:4,phase:1,pass,nolog,skipAfter:N"
+SecRule ARGS "@rx ." "id:5,phase:1,pass,log,msg:r5"
+SecMarker N
+SecRule ARGS:h "@rx ^(.*)$" "id:6,phase:1,pass,nolog,capture,setvar:'tx.h_%{tx.1}=1'"
+SecRule &TX:h_x "@eq 1" "id:7,phase:1,pass,log,msg:r7"
+"#,
+        );
+        assert_eq!(ids(&e, "/?a=1"), vec![5]);
+        assert_eq!(ids(&e, "/?a=0"), vec![3]);
+        assert_eq!(ids(&e, "/?a=0&h=x"), vec![3, 7]);
+        assert_eq!(ids(&e, "/?a=1&h=y"), vec![5]);
+        assert_eq!(decided(&e, 1), [(2, true)]);
+    }
+
+    /// A decided outcome holds only while the rules run as loaded: a route exclusion or a
+    /// `ctl` that removes a decided rule (here the one that sets the level the guards read),
+    /// or a TX variable from a rule, turns folding off for the request, and the rules the
+    /// guards would have skipped run. Also when the removed rule is in the starting TX.
+    #[test]
+    fn removing_a_decided_rule_turns_folding_off_for_the_request() {
+        let e = engine(
+            r#"SecRule ARGS:off "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=8"
+SecRule ARGS:notx "@streq 1" "id:9,phase:1,pass,nolog,ctl:ruleRemoveTargetById=2;TX:lvl"
+SecAction "id:8,phase:1,pass,nolog,tag:setup,setvar:tx.lvl=1"
+SecRule TX:lvl "@eq 1" "id:2,phase:1,pass,nolog,skipAfter:END"
+SecRule ARGS "@rx evil" "id:3,phase:1,pass,log,msg:r3"
+SecMarker END
+SecRule TX:lvl "@eq 1" "id:4,phase:1,pass,nolog,skipAfter:END2"
+SecRule ARGS "@rx evil" "id:5,phase:1,pass,log,msg:r5"
+SecMarker END2
+"#,
+        );
+        assert_eq!(decided(&e, 1), [(8, true), (2, true), (4, true)]);
+        let run = |e: &Engine, target: &str, excl: &Exclusions| -> Vec<u32> {
+            let input = HttpInput {
+                method: "GET",
+                target,
+                version: "HTTP/1.1",
+                headers: vec![(b"host", b"x")],
+                body: None,
+                remote_addr: "127.0.0.1".parse().expect("ip"),
+                request_id: "t",
+            };
+            e.inspect(&input, excl)
+                .matches
+                .iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        let none = Exclusions::default();
+        let by_id = Exclusions {
+            ids: vec![(8, 8)],
+            ..Exclusions::default()
+        };
+        let by_tag = Exclusions {
+            tags: vec!["SETUP".into()],
+            ..Exclusions::default()
+        };
+        assert_eq!(run(&e, "/?q=evil", &none), Vec::<u32>::new());
+        assert_eq!(run(&e, "/?off=1&q=evil", &none), vec![3, 5]);
+        assert_eq!(run(&e, "/?q=evil", &by_id), vec![3, 5]);
+        assert_eq!(run(&e, "/?q=evil", &by_tag), vec![3, 5]);
+        // TX:lvl taken from rule 2 only: it has nothing to match; guard 4 still skips.
+        assert_eq!(run(&e, "/?notx=1&q=evil", &none), vec![3]);
+        // The same rules with nothing before them: 8 and 2 are in the starting TX.
+        let e = engine(
+            r#"SecAction "id:8,phase:1,pass,nolog,setvar:tx.lvl=1"
+SecRule TX:lvl "@eq 1" "id:2,phase:1,pass,nolog,skipAfter:END"
+SecRule ARGS "@rx evil" "id:3,phase:1,pass,log,msg:r3"
+SecMarker END
+"#,
+        );
+        assert!(e.folds.start > 2, "the guard's skip is in the start");
+        assert_eq!(run(&e, "/?q=evil", &none), Vec::<u32>::new());
+        assert_eq!(run(&e, "/?q=evil", &by_id), vec![3]);
     }
 
     /// The transformation cache remembers "unchanged" results; a chain that only trims returns

@@ -11,6 +11,7 @@ pub mod actions;
 pub mod body;
 pub mod config;
 pub mod engine;
+mod fold;
 pub mod operator;
 pub mod rule;
 pub mod seclang;
