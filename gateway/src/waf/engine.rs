@@ -1878,6 +1878,7 @@ SecRuleRemoveById 4
     fn rules_that_read_only_fixed_tx_are_decided_at_load() {
         let e = engine(
             r#"SecRule &TX:level "@eq 0" "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+SecRule &TX:level "@eq 0" "id:10,phase:1,deny,status:500,log,msg:'not set up'"
 SecAction "id:2,phase:1,pass,nolog,setvar:tx.score=0"
 SecRule ARGS:raise "@streq yes" "id:3,phase:1,pass,log,msg:r3,setvar:tx.score=+5"
 SecRule TX:level "@lt 2" "id:4,phase:1,pass,nolog,skipAfter:END-PL2"
@@ -1891,11 +1892,15 @@ SecRule TX:level "@eq 1" "id:7,phase:2,pass,log,msg:r7"
 "#,
         );
         let f = &e.folds;
-        // Rules 1 and 2 are in the starting TX; guards 4 and 8 are decided (matched); 3 and 6
-        // read the request or what it changed; 7 logs when it matches (a record per request).
-        assert_eq!(f.start, 2);
+        // Rules 1, 10 (a deny that does not match) and 2 are in the starting TX; guards 4
+        // and 8 are decided (matched); 3 and 6 read the request or what it changed; 7 logs
+        // when it matches (a record per request).
+        assert_eq!(f.start, 3);
         assert_eq!(f.tx.get("level").map(Vec::as_slice), Some(&b"1"[..]));
-        assert_eq!(decided(&e, 1), [(1, true), (2, true), (4, true)]);
+        assert_eq!(
+            decided(&e, 1),
+            [(1, true), (10, false), (2, true), (4, true)]
+        );
         assert_eq!(decided(&e, 2), [(8, true)]);
         assert_eq!(ids(&e, "/?q=pl2"), vec![7]);
         assert_eq!(ids(&e, "/?raise=yes&q=pl2"), vec![3, 6, 7]);

@@ -122,7 +122,8 @@ impl Folds {
                 let outcome = tx_reads(rule)
                     .filter(|reads| reads.iter().all(|k| s.knows(k)))
                     .map(|_| probe(rule, &s.tx))
-                    .filter(|pr| !pr.logged);
+                    .filter(|pr| !pr.logged)
+                    .filter(|pr| !pr.matched || !stops(rule));
                 if let Some(pr) = outcome {
                     let next = if pr.matched {
                         p.after_match(i, rule)
@@ -297,15 +298,17 @@ fn merge_into(at: &mut [Option<Known>], i: usize, s: Known) {
     }
 }
 
-/// The TX variables `rule` reads, when it reads nothing else, changes nothing but TX and
-/// neither blocks nor allows (`None` otherwise).
-fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
-    if matches!(
+/// Whether the rule ends the phase when it matches (blocking depends on the mode and `ctl`).
+fn stops(rule: &Rule) -> bool {
+    matches!(
         rule.disruptive,
         Disruptive::Deny | Disruptive::Drop | Disruptive::Allow
-    ) {
-        return None;
-    }
+    )
+}
+
+/// The TX variables `rule` reads, when it reads nothing else and changes nothing but TX
+/// (`None` otherwise).
+fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
     let mut reads = Vec::new();
     // Macro references: TX, and the rule's own constants.
     let refs = |m: &Macro, reads: &mut Vec<String>| {
