@@ -220,6 +220,11 @@ pub enum Selector {
     /// case-insensitive prefix, stored lowercase, checked without a regex engine (CRS runs such
     /// selectors over every TX variable, a hundred or more per request).
     Prefix(String),
+    /// A regex selector that is only an unanchored literal, maybe followed by a starred
+    /// character (`TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`, `TX:/paramcounter_.*/`): the
+    /// case-insensitive literal, stored lowercase, looked for without a regex engine (CRS 922110
+    /// runs it over every TX variable of every request).
+    Contains(String),
     Regex(Regex),
 }
 
@@ -231,9 +236,31 @@ impl Selector {
             Selector::Prefix(p) => key
                 .get(..p.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            Selector::Contains(c) => key
+                .windows(c.len())
+                .any(|w| w.eq_ignore_ascii_case(c.as_bytes())),
             Selector::Regex(r) => r.is_match(key),
         }
     }
+}
+
+/// The literal an unanchored regex selector looks for, when it is nothing else: plain name
+/// characters, then at most one starred character or `.*` (which matches the empty string, so
+/// the regex matches exactly where the literal occurs).
+fn contained_literal(r: &str) -> Option<&str> {
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let lit = match r.strip_suffix('*') {
+        Some(head) => {
+            let last = head.chars().last()?;
+            (last == '.' || name(&last.to_string())).then(|| &head[..head.len() - 1])?
+        }
+        None => r,
+    };
+    name(lit).then_some(lit)
 }
 
 /// One element of a rule's variable list.
@@ -324,6 +351,9 @@ pub fn parse_target(raw: &RawTarget) -> Result<Parsed, String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
         {
             Selector::Prefix(r[1..].to_ascii_lowercase())
+        }
+        Some(RawSelector::Regex(r)) if let Some(lit) = contained_literal(r) => {
+            Selector::Contains(lit.to_ascii_lowercase())
         }
         Some(RawSelector::Regex(r)) => Selector::Regex(
             regex::bytes::RegexBuilder::new(r)
@@ -504,7 +534,41 @@ mod tests {
             assert_eq!(prefix.matches(key), regex.is_match(key), "{key:?}");
         }
         // Anything beyond an anchored literal stays a regex.
-        for raw in ["^a.b", "header", "^(?:a|b)$", "^a$", "^"] {
+        for raw in ["^a.b", "^(?:a|b)$", "^a$", "^"] {
+            assert!(matches!(selector(raw), Selector::Regex(_)), "{raw}");
+        }
+    }
+
+    #[test]
+    fn unanchored_literal_selectors_match_as_their_regex() {
+        let keys = [
+            &b"multipart_headers_content_types_1"[..],
+            b"MULTIPART_HEADERS_CONTENT_TYPES",
+            b"x_multipart_headers_content_types__",
+            b"multipart_headers_content_type",
+            b"paramcounter_",
+            b"a_paramcounter_b",
+            b"paramcounter",
+            b"ParamCounter_x",
+            b"",
+        ];
+        for raw in [
+            "MULTIPART_HEADERS_CONTENT_TYPES_*",
+            "paramcounter_.*",
+            "paramcounter",
+            "ent_typ",
+        ] {
+            let sel = selector(raw);
+            assert!(matches!(sel, Selector::Contains(_)), "{raw}: {sel:?}");
+            let regex = regex::bytes::RegexBuilder::new(raw)
+                .case_insensitive(true)
+                .build()
+                .expect("compiles");
+            for key in keys {
+                assert_eq!(sel.matches(key), regex.is_match(key), "{raw} on {key:?}");
+            }
+        }
+        for raw in ["a.b", "ab+", "a*b", ".*", "a|b", "a$", "(ab)*"] {
             assert!(matches!(selector(raw), Selector::Regex(_)), "{raw}");
         }
     }
