@@ -728,7 +728,7 @@ impl Engine {
             tx.clone(),
             (None, Vec::new()),
             &Exclusions::default(),
-            1,
+            self.rules.chains.len(),
             false,
         );
         let mut cands = Cands::new(
@@ -1928,6 +1928,17 @@ SecRule &TX:h_x "@eq 1" "id:7,phase:1,pass,log,msg:r7"
         assert_eq!(ids(&e, "/?a=0&h=x"), vec![3, 7]);
         assert_eq!(ids(&e, "/?a=1&h=y"), vec![5]);
         assert_eq!(decided(&e, 1), [(2, true)]);
+        // A rule that adds to a variable a request may have changed reads it.
+        let e = engine(
+            r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0"
+SecRule ARGS:bump "@streq 1" "id:2,phase:1,pass,nolog,setvar:tx.score=+5"
+SecAction "id:3,phase:1,pass,nolog,setvar:tx.score=+1"
+SecRule TX:score "@eq 6" "id:4,phase:1,pass,log,msg:six"
+"#,
+        );
+        assert_eq!(decided(&e, 1), [(1, true)]);
+        assert_eq!(ids(&e, "/?bump=1"), vec![4]);
+        assert_eq!(ids(&e, "/?bump=0"), Vec::<u32>::new());
     }
 
     /// A decided outcome holds only while the rules run as loaded: a route exclusion or a

@@ -306,8 +306,9 @@ fn stops(rule: &Rule) -> bool {
     )
 }
 
-/// The TX variables `rule` reads, when it reads nothing else and changes nothing but TX
-/// (`None` otherwise).
+/// The TX variables `rule` reads or writes, when it reads nothing else and changes nothing but
+/// TX (`None` otherwise). A variable it writes must be known too: `=+1` reads it, and a value
+/// set over an unknown one is a change whatever loading saw there.
 fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
     let mut reads = Vec::new();
     // Macro references: TX, and the rule's own constants.
@@ -322,6 +323,9 @@ fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
         Some(())
     };
     for link in &rule.links {
+        if link.capture {
+            reads.extend((0..10).map(|d| d.to_string()));
+        }
         for t in &link.targets {
             match (t.var, &t.selector) {
                 (Var::Tx, Selector::Key(k)) => reads.push(k.clone()),
@@ -338,7 +342,7 @@ fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
                     name,
                     op,
                 } if collection == "tx" => {
-                    name.literal()?;
+                    reads.push(name.literal()?.to_ascii_lowercase());
                     if let SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) = op {
                         refs(m, &mut reads)?;
                     }
