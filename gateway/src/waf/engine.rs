@@ -1928,17 +1928,30 @@ SecRule &TX:h_x "@eq 1" "id:7,phase:1,pass,log,msg:r7"
         assert_eq!(ids(&e, "/?a=0&h=x"), vec![3, 7]);
         assert_eq!(ids(&e, "/?a=1&h=y"), vec![5]);
         assert_eq!(decided(&e, 1), [(2, true)]);
-        // A rule that adds to a variable a request may have changed reads it.
+        // A rule that adds to a variable a request may have changed reads it (3); one whose
+        // actions cannot run writes nothing (5).
         let e = engine(
             r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0"
 SecRule ARGS:bump "@streq 1" "id:2,phase:1,pass,nolog,setvar:tx.score=+5"
 SecAction "id:3,phase:1,pass,nolog,setvar:tx.score=+1"
+SecRule &TX:unset "@eq 1" "id:5,phase:1,pass,nolog,setvar:tx.score=+100"
 SecRule TX:score "@eq 6" "id:4,phase:1,pass,log,msg:six"
 "#,
         );
-        assert_eq!(decided(&e, 1), [(1, true)]);
+        assert_eq!(decided(&e, 1), [(1, true), (5, false)]);
         assert_eq!(ids(&e, "/?bump=1"), vec![4]);
         assert_eq!(ids(&e, "/?bump=0"), Vec::<u32>::new());
+        // A value set over a variable a macro-named setvar may have changed is set per request,
+        // also when it equals what loading last saw there.
+        let e = engine(
+            r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.h_x=0"
+SecRule ARGS:h "@rx ^(.*)$" "id:2,phase:1,pass,nolog,capture,setvar:'tx.h_%{tx.1}=1'"
+SecAction "id:3,phase:1,pass,nolog,setvar:tx.h_x=0"
+SecRule TX:h_x "@eq 0" "id:4,phase:1,pass,log,msg:zero"
+"#,
+        );
+        assert_eq!(decided(&e, 1), [(1, true), (3, true)]);
+        assert_eq!(ids(&e, "/?h=x"), vec![4]);
     }
 
     /// A decided outcome holds only while the rules run as loaded: a route exclusion or a

@@ -119,9 +119,15 @@ impl Folds {
                     }
                     continue;
                 };
-                let outcome = tx_reads(rule)
-                    .filter(|reads| reads.iter().all(|k| s.knows(k)))
-                    .map(|_| probe(rule, &s.tx))
+                // It runs on the known variables only, so that a value it sets over an unknown
+                // one is recorded as a change; one it adds to or deletes (or a capture) must be
+                // known when its actions run.
+                let before = s.known_tx();
+                let outcome = tx_access(rule)
+                    .filter(|(reads, _)| reads.iter().all(|k| s.knows(k)))
+                    .map(|(_, writes)| (probe(rule, &before), writes))
+                    .filter(|(pr, writes)| !acted(rule, pr) || writes.iter().all(|k| s.knows(k)))
+                    .map(|(pr, _)| pr)
                     .filter(|pr| !pr.logged)
                     .filter(|pr| !pr.matched || !stops(rule));
                 if let Some(pr) = outcome {
@@ -136,7 +142,7 @@ impl Folds {
                             straight_matched = m.clone();
                         }
                     }
-                    let sets = changes(&s.tx, &pr.tx);
+                    let sets = changes(&before, &pr.tx);
                     let mut after = s;
                     after.tx = pr.tx;
                     merge_into(&mut at, next, after);
@@ -284,6 +290,13 @@ impl Known {
         }
     }
 
+    /// TX without the variables that are not known.
+    fn known_tx(&self) -> TxMap {
+        let mut tx = self.tx.clone();
+        tx.retain(|k, _| self.knows(k));
+        tx
+    }
+
     fn forget(&mut self, name: String) {
         self.tx.remove(&name);
         self.unknown.insert(name);
@@ -298,6 +311,11 @@ fn merge_into(at: &mut [Option<Known>], i: usize, s: Known) {
     }
 }
 
+/// Whether some of the rule's actions ran in `pr`: a link matched, or it is a `SecAction`.
+fn acted(rule: &Rule, pr: &Probe) -> bool {
+    pr.matched || pr.matched_vars.is_some() || rule.links.iter().any(|l| l.op.is_none())
+}
+
 /// Whether the rule ends the phase when it matches (blocking depends on the mode and `ctl`).
 fn stops(rule: &Rule) -> bool {
     matches!(
@@ -306,11 +324,11 @@ fn stops(rule: &Rule) -> bool {
     )
 }
 
-/// The TX variables `rule` reads or writes, when it reads nothing else and changes nothing but
-/// TX (`None` otherwise). A variable it writes must be known too: `=+1` reads it, and a value
-/// set over an unknown one is a change whatever loading saw there.
-fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
-    let mut reads = Vec::new();
+/// The TX variables `rule` reads, and those its actions change from what they were (`=+`,
+/// `=-`, deletions, captures), when it reads nothing else and changes nothing but TX (`None`
+/// otherwise).
+fn tx_access(rule: &Rule) -> Option<(Vec<String>, Vec<String>)> {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     // Macro references: TX, and the rule's own constants.
     let refs = |m: &Macro, reads: &mut Vec<String>| {
         for r in m.refs() {
@@ -324,7 +342,7 @@ fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
     };
     for link in &rule.links {
         if link.capture {
-            reads.extend((0..10).map(|d| d.to_string()));
+            writes.extend((0..10).map(|d| d.to_string()));
         }
         for t in &link.targets {
             match (t.var, &t.selector) {
@@ -342,16 +360,21 @@ fn tx_reads(rule: &Rule) -> Option<Vec<String>> {
                     name,
                     op,
                 } if collection == "tx" => {
-                    reads.push(name.literal()?.to_ascii_lowercase());
-                    if let SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) = op {
-                        refs(m, &mut reads)?;
+                    let name = name.literal()?.to_ascii_lowercase();
+                    match op {
+                        SetOp::Set(m) => refs(m, &mut reads)?,
+                        SetOp::Add(m) | SetOp::Sub(m) => {
+                            refs(m, &mut reads)?;
+                            writes.push(name);
+                        }
+                        SetOp::Delete => writes.push(name),
                     }
                 }
                 _ => return None,
             }
         }
     }
-    Some(reads)
+    Some((reads, writes))
 }
 
 /// What turned `before` into `after`.
