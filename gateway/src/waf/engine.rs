@@ -1834,6 +1834,11 @@ mod tests {
     }
 
     fn ids(e: &Engine, target: &str) -> Vec<u32> {
+        ids_with(e, target, &Exclusions::default())
+    }
+
+    /// The ids of the rules that matched a GET of `target` with `excl` removed.
+    fn ids_with(e: &Engine, target: &str, excl: &Exclusions) -> Vec<u32> {
         let input = HttpInput {
             method: "GET",
             target,
@@ -1843,7 +1848,7 @@ mod tests {
             remote_addr: "127.0.0.1".parse().expect("ip"),
             request_id: "t",
         };
-        e.inspect(&input, &Exclusions::default())
+        e.inspect(&input, excl)
             .matches
             .iter()
             .map(|m| m.id)
@@ -1973,22 +1978,6 @@ SecMarker END2
 "#,
         );
         assert_eq!(decided(&e, 1), [(8, true), (2, true), (4, true)]);
-        let run = |e: &Engine, target: &str, excl: &Exclusions| -> Vec<u32> {
-            let input = HttpInput {
-                method: "GET",
-                target,
-                version: "HTTP/1.1",
-                headers: vec![(b"host", b"x")],
-                body: None,
-                remote_addr: "127.0.0.1".parse().expect("ip"),
-                request_id: "t",
-            };
-            e.inspect(&input, excl)
-                .matches
-                .iter()
-                .map(|m| m.id)
-                .collect()
-        };
         let none = Exclusions::default();
         let by_id = Exclusions {
             ids: vec![(8, 8)],
@@ -1998,12 +1987,12 @@ SecMarker END2
             tags: vec!["SETUP".into()],
             ..Exclusions::default()
         };
-        assert_eq!(run(&e, "/?q=evil", &none), Vec::<u32>::new());
-        assert_eq!(run(&e, "/?off=1&q=evil", &none), vec![3, 5]);
-        assert_eq!(run(&e, "/?q=evil", &by_id), vec![3, 5]);
-        assert_eq!(run(&e, "/?q=evil", &by_tag), vec![3, 5]);
+        assert_eq!(ids_with(&e, "/?q=evil", &none), Vec::<u32>::new());
+        assert_eq!(ids_with(&e, "/?off=1&q=evil", &none), vec![3, 5]);
+        assert_eq!(ids_with(&e, "/?q=evil", &by_id), vec![3, 5]);
+        assert_eq!(ids_with(&e, "/?q=evil", &by_tag), vec![3, 5]);
         // TX:lvl taken from rule 2 only: it has nothing to match; guard 4 still skips.
-        assert_eq!(run(&e, "/?notx=1&q=evil", &none), vec![3]);
+        assert_eq!(ids_with(&e, "/?notx=1&q=evil", &none), vec![3]);
         // The same rules with nothing before them: 8 and 2 are in the starting TX.
         let e = engine(
             r#"SecAction "id:8,phase:1,pass,nolog,setvar:tx.lvl=1"
@@ -2013,8 +2002,8 @@ SecMarker END
 "#,
         );
         assert!(e.folds.start > 2, "the guard's skip is in the start");
-        assert_eq!(run(&e, "/?q=evil", &none), Vec::<u32>::new());
-        assert_eq!(run(&e, "/?q=evil", &by_id), vec![3]);
+        assert_eq!(ids_with(&e, "/?q=evil", &none), Vec::<u32>::new());
+        assert_eq!(ids_with(&e, "/?q=evil", &by_id), vec![3]);
     }
 
     /// The transformation cache remembers "unchanged" results; a chain that only trims returns
