@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use super::{
     actions::{Action, Ctl, Macro, SetOp},
     engine::{Exclusions, Matched},
-    rule::{Disruptive, Item, Phase, Rule, RuleSet},
+    rule::{Disruptive, Item, Rule, RuleSet},
     variables::{Selector, Var},
 };
 
@@ -391,23 +391,4 @@ fn changes(before: &TxMap, after: &TxMap) -> Vec<(String, Option<Vec<u8>>)> {
             .map(|k| (k.clone(), None)),
     );
     out
-}
-
-impl Phase {
-    /// Where evaluation goes on after the rule at item `i` matched: past its `skipAfter`
-    /// marker, past its `skip` count of rules, or to the next item.
-    pub fn after_match(&self, i: usize, rule: &Rule) -> usize {
-        if let Some(at) = rule.skip_to {
-            return at + 1;
-        }
-        let mut next = i + 1;
-        let mut left = rule.skip;
-        while left > 0 && next < self.items.len() {
-            if matches!(self.items[next], Item::Rule(_)) {
-                left -= 1;
-            }
-            next += 1;
-        }
-        next
-    }
 }

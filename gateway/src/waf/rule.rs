@@ -129,6 +129,25 @@ pub struct Phase {
     pub markers: HashMap<String, usize>,
 }
 
+impl Phase {
+    /// Where evaluation goes on after the rule at item `i` matched: past its `skipAfter`
+    /// marker, past its `skip` count of rules, or to the next item.
+    pub fn after_match(&self, i: usize, rule: &Rule) -> usize {
+        if let Some(at) = rule.skip_to {
+            return at + 1;
+        }
+        let mut next = i + 1;
+        let mut left = rule.skip;
+        while left > 0 && next < self.items.len() {
+            if matches!(self.items[next], Item::Rule(_)) {
+                left -= 1;
+            }
+            next += 1;
+        }
+        next
+    }
+}
+
 /// Everything loaded: phases 1..=5 (3..=5 kept, not run).
 #[derive(Default)]
 pub struct RuleSet {
