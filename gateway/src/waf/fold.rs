@@ -122,15 +122,17 @@ impl Folds {
                 // It runs on the known variables only, so that a value it sets over an unknown
                 // one is recorded as a change; one it adds to or deletes (or a capture) must be
                 // known when its actions run.
-                let before = s.known_tx();
                 let outcome = tx_access(rule)
                     .filter(|(reads, _)| reads.iter().all(|k| s.knows(k)))
-                    .map(|(_, writes)| (probe(rule, &before), writes))
-                    .filter(|(pr, writes)| !acted(rule, pr) || writes.iter().all(|k| s.knows(k)))
-                    .map(|(pr, _)| pr)
-                    .filter(|pr| !pr.logged)
-                    .filter(|pr| !pr.matched || !stops(rule));
-                if let Some(pr) = outcome {
+                    .map(|(_, writes)| {
+                        let before = s.known_tx();
+                        (probe(rule, &before), writes, before)
+                    })
+                    .filter(|(pr, writes, _)| !acted(rule, pr) || writes.iter().all(|k| s.knows(k)))
+                    .map(|(pr, _, before)| (pr, before))
+                    .filter(|(pr, _)| !pr.logged)
+                    .filter(|(pr, _)| !pr.matched || !stops(rule));
+                if let Some((pr, before)) = outcome {
                     let next = if pr.matched {
                         p.after_match(i, rule)
                     } else {
@@ -190,10 +192,7 @@ impl Folds {
     /// or a TX variable from a rule.
     pub(super) fn hold_with(&self, excl: &Exclusions) -> bool {
         excl.ids.iter().all(|&(a, b)| !self.covers(a, b))
-            && excl
-                .tags
-                .iter()
-                .all(|t| !self.tags.contains(&t.to_ascii_lowercase()))
+            && excl.tags.iter().all(|t| !self.has_tag(t))
             && excl.targets.iter().all(|(_, e)| !e.can_cover(Var::Tx))
     }
 
@@ -201,12 +200,18 @@ impl Folds {
     pub(super) fn survive(&self, ctl: &Ctl) -> bool {
         match ctl {
             Ctl::RuleRemoveById(r) => r.iter().all(|&(a, b)| !self.covers(a, b)),
-            Ctl::RuleRemoveByTag(t) => !self.tags.contains(&t.to_ascii_lowercase()),
+            Ctl::RuleRemoveByTag(t) => !self.has_tag(t),
             Ctl::RuleRemoveTargetById(_, ex) | Ctl::RuleRemoveTargetByTag(_, ex) => {
                 ex.iter().all(|e| !e.can_cover(Var::Tx))
             }
             _ => true,
         }
+    }
+
+    /// Whether a folded rule has tag `t` (compared as rules' tags are, without a lowercase copy
+    /// per request: a handful of distinct tags).
+    fn has_tag(&self, t: &str) -> bool {
+        self.tags.iter().any(|f| f.eq_ignore_ascii_case(t))
     }
 
     /// Whether a folded rule's id is in `a..=b`.
