@@ -80,7 +80,16 @@ impl Macro {
             [Part::Ref(r)] => return lookup(r).unwrap_or_default(),
             _ => {}
         }
-        let mut out = String::new();
+        // Room for the literals and a short value per reference: one allocation for most.
+        let room = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.len(),
+                Part::Ref(_) => 32,
+            })
+            .sum();
+        let mut out = String::with_capacity(room);
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),

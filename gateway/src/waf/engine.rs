@@ -8,14 +8,12 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr, sync::Arc};
 use super::{
     actions::{Action, Ctl, EngineOverride, Macro, SetOp, apply_setop},
     body,
-    fold::{Fixed, Folds, MatchedState, Probe, TxMap},
+    fold::{Fixed, Folds, MatchedState, Probe},
     operator::{ByteSet, LiteralIndex, Operator, admits},
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
+    tx::{Tx, TxMap, TxStart},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
-
-/// TX variables a request's table is made for (one allocation of 128 buckets).
-const TX_CAPACITY: usize = 112;
 
 /// ModSecurity v3's recommended `SecArgumentsLimit` and Coraza's default argument limit.
 pub const DEFAULT_MAX_ARGS: usize = 1000;
@@ -74,6 +72,10 @@ pub struct Engine {
     max_args: usize,
     /// The outcomes of the rules that read only configuration-fixed TX, found at load.
     folds: Folds,
+    /// The TX a request starts with: after the folded rules, and the setup alone (for a
+    /// request that turns folding off).
+    start_folded: Arc<TxStart>,
+    start_setup: Arc<TxStart>,
 }
 
 /// A matched variable's name and value (MATCHED_VAR, one of MATCHED_VARS): shared, so that
@@ -86,9 +88,7 @@ struct State {
     /// they cover): the rules they cover are not evaluated.
     folded: bool,
     /// TX by lowercase name: read by most rules, so looked up without building a key.
-    /// (foldhash: per-process random seed, several times faster than SipHash on these short
-    /// keys; a request can add only a bounded number of keys of its own.)
-    tx: TxMap,
+    tx: Tx,
     /// The other collections (`ip.x`, `session.x`), per request.
     vars: HashMap<String, Vec<u8>, foldhash::fast::RandomState>,
     matched_var: Option<Matched>,
@@ -109,13 +109,7 @@ struct State {
 }
 
 impl State {
-    fn new(
-        tx: TxMap,
-        matched: MatchedState,
-        excl: &Exclusions,
-        chains: usize,
-        folded: bool,
-    ) -> Self {
+    fn new(tx: Tx, matched: MatchedState, excl: &Exclusions, chains: usize, folded: bool) -> Self {
         let (values, literal_hits) = VALUES.take().unwrap_or_default();
         Self {
             folded,
@@ -141,14 +135,9 @@ impl State {
 /// whether it matched.
 fn apply_fixed(f: &Fixed, st: &mut State) -> bool {
     for (k, v) in &f.sets {
-        match (v, st.tx.get_mut(k)) {
-            (Some(v), Some(slot)) => slot.clone_from(v),
-            (Some(v), None) => {
-                st.tx.insert(k.clone(), v.clone());
-            }
-            (None, _) => {
-                st.tx.remove(k);
-            }
+        match v {
+            Some(v) => st.tx.set_from(k, v),
+            None => st.tx.remove(k),
         }
     }
     if let Some((var, vars)) = &f.matched_vars {
@@ -705,27 +694,27 @@ impl Engine {
             setup,
             mode,
             max_args: DEFAULT_MAX_ARGS,
+            start_folded: Arc::default(),
+            start_setup: Arc::default(),
         };
         engine.folds = Folds::analyse(&engine.rules, engine.setup_tx(), |rule, tx| {
             engine.probe(rule, tx)
         });
+        engine.start_folded = Arc::new(TxStart::from(engine.folds.tx.clone()));
+        engine.start_setup = Arc::new(TxStart::from(engine.setup_tx()));
         engine
     }
 
-    /// The TX a request starts with before any rule ran, with room for what CRS sets per
-    /// request (56-112 variables at PL1 with the benchmark's requests: growing from the
-    /// setup's few cost three or four rehashes per request).
+    /// The TX a request starts with before any rule ran.
     fn setup_tx(&self) -> TxMap {
-        let mut tx = TxMap::with_capacity_and_hasher(TX_CAPACITY, Default::default());
-        tx.extend(self.setup.iter().cloned());
-        tx
+        self.setup.iter().cloned().collect()
     }
 
     /// Runs `rule` on a request with nothing in it and TX `tx` (for [`Folds::analyse`]).
     fn probe(&self, rule: &Rule, tx: &TxMap) -> Probe {
         let data = RequestData::default();
         let mut st = State::new(
-            tx.clone(),
+            Tx::new(Arc::new(TxStart::from(tx.clone()))),
             (None, Vec::new()),
             &Exclusions::default(),
             self.rules.chains.len(),
@@ -746,7 +735,7 @@ impl Engine {
                 .matched_var
                 .is_some()
                 .then(|| (st.matched_var.clone(), st.matched_vars.clone())),
-            tx: st.tx,
+            tx: st.tx.into_map(),
         }
     }
 
@@ -775,9 +764,11 @@ impl Engine {
         let chains = self.rules.chains.len();
         let mut st = if self.folds.hold_with(excl) {
             let f = &self.folds;
-            State::new(f.tx.clone(), f.matched_vars.clone(), excl, chains, true)
+            let tx = Tx::new(Arc::clone(&self.start_folded));
+            State::new(tx, f.matched_vars.clone(), excl, chains, true)
         } else {
-            State::new(self.setup_tx(), (None, Vec::new()), excl, chains, false)
+            let tx = Tx::new(Arc::clone(&self.start_setup));
+            State::new(tx, (None, Vec::new()), excl, chains, false)
         };
         let mut flow = self.run_phase(1, &data, &mut st);
         if matches!(flow, Flow::Continue) {
@@ -957,7 +948,7 @@ impl Engine {
         {
             let expand = expander(rule, data, st);
             let value = match st.tx.get(k.as_str()) {
-                Some(v) if op.matches(v, &expand, None) => Arc::<[u8]>::from(v.as_slice()),
+                Some(v) if op.matches(v, &expand, None) => Arc::<[u8]>::from(v),
                 _ => return false,
             };
             let name = Arc::clone(name);
@@ -1209,12 +1200,7 @@ impl Engine {
         new_matches: &mut Vec<Matched>,
     ) {
         if link.capture {
-            for k in CAPTURE_NAMES {
-                st.tx.remove(k);
-            }
-            for (k, c) in CAPTURE_NAMES.iter().zip(caps.iter()) {
-                st.tx.insert((*k).to_owned(), c.clone());
-            }
+            st.tx.set_captures(caps);
         }
         let name: Arc<str> = var_name(cand.var, &cand.key).into();
         st.matched_var = Some((name.clone(), value.clone()));
@@ -1243,7 +1229,11 @@ impl Engine {
                 let name: &str = match name.literal() {
                     Some(l) if !l.bytes().any(|b| b.is_ascii_uppercase()) => l,
                     _ => {
-                        expanded_name = name.expand(&lk).to_ascii_lowercase();
+                        expanded_name = {
+                            let mut n = name.expand(&lk).into_owned();
+                            n.make_ascii_lowercase();
+                            n
+                        };
                         &expanded_name
                     }
                 };
@@ -1259,14 +1249,17 @@ impl Engine {
                     },
                     SetOp::Delete => "",
                 };
-                let prefixed;
-                let (map, key) = if collection == "tx" {
-                    (&mut st.tx, name)
-                } else {
-                    prefixed = format!("{collection}.{name}");
-                    (&mut st.vars, prefixed.as_str())
-                };
-                // One lookup when the variable exists (most setvars update a score).
+                if collection == "tx" {
+                    match apply_setop(st.tx.get(name), op, arg) {
+                        Some(v) => st.tx.set(name, v),
+                        None => st.tx.remove(name),
+                    }
+                    return;
+                }
+                let key = format!("{collection}.{name}");
+                let key = key.as_str();
+                let map = &mut st.vars;
+                // One lookup when the variable exists.
                 if let Some(slot) = map.get_mut(key) {
                     match apply_setop(Some(slot), op, arg) {
                         Some(v) => *slot = v,
@@ -1301,8 +1294,6 @@ impl Engine {
         }
     }
 }
-
-const CAPTURE_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// multiMatch on a value without a cache slot (TX, MATCHED_VARS: they change during the
 /// request): transformed step by step here, outside the cache; the first result that matches.
@@ -1597,18 +1588,18 @@ fn collect<'d>(
                     out.push(Cand {
                         var: t.var,
                         key: Cow::Owned(k.as_bytes().to_vec()),
-                        value: Cow::Owned(v.clone()),
+                        value: Cow::Owned(v.to_vec()),
                         slot: 0,
                     });
                 }
             }
             _ => {
-                for (k, v) in &st.tx {
+                for (k, v) in st.tx.iter() {
                     if sel.matches(k.as_bytes()) && !ex(t.var, k.as_bytes()) {
                         out.push(Cand {
                             var: t.var,
                             key: Cow::Owned(k.as_bytes().to_vec()),
-                            value: Cow::Owned(v.clone()),
+                            value: Cow::Owned(v.to_vec()),
                             slot: 0,
                         });
                     }

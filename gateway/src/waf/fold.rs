@@ -14,17 +14,15 @@
 //! folded rule, or a TX variable from a rule, turns folding off for the rest of that request
 //! (every rule is then evaluated, from the exact state folding left).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::{
     actions::{Action, Ctl, Macro, SetOp},
     engine::{Exclusions, Matched},
     rule::{Disruptive, Item, Rule, RuleSet},
+    tx::TxMap,
     variables::{Selector, Var},
 };
-
-/// TX by lowercase name, as a request holds it.
-pub(super) type TxMap = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
 
 /// MATCHED_VAR and MATCHED_VARS.
 pub(super) type MatchedState = (Option<Matched>, Vec<Matched>);

@@ -17,6 +17,7 @@ pub mod rule;
 pub mod seclang;
 pub mod stage;
 pub mod transform;
+mod tx;
 pub mod variables;
 
 use std::path::PathBuf;
