@@ -392,7 +392,10 @@ impl<'d> Cands<'d> {
         }
     }
 
-    /// The target's values (collected on first use).
+    /// The target's values (collected on first use). The lookup is inlined into the links'
+    /// loops, the collection not: most of the ~600 calls per request find the target collected,
+    /// and a call's entry and exit cost more than the lookup (callgrind).
+    #[inline]
     fn set(
         &mut self,
         tid: u32,
@@ -401,10 +404,21 @@ impl<'d> Cands<'d> {
         data: &'d RequestData,
         st: &mut State,
     ) -> (usize, usize) {
-        let tid = tid as usize;
-        if let Some(Some(range)) = self.buf.sets.get(tid) {
-            return *range;
+        match self.buf.sets.get(tid as usize) {
+            Some(Some(range)) => *range,
+            _ => self.collect_set(tid as usize, t, exclusions, data, st),
         }
+    }
+
+    #[inline(never)]
+    fn collect_set(
+        &mut self,
+        tid: usize,
+        t: &Target,
+        exclusions: &[Exclusion],
+        data: &'d RequestData,
+        st: &mut State,
+    ) -> (usize, usize) {
         let a = self.arena.len();
         collect(t, data, st, &mut self.arena, |var, key| {
             exclusions.iter().any(|e| e.covers(var, key))
@@ -445,7 +459,9 @@ impl<'d> Cands<'d> {
     }
 
     /// Where the target's values (`a..b` in `arena`) after `link`'s chain (pair `gid`) start in
-    /// `tvals`, and the union of their bytes (computed on first use).
+    /// `tvals`, and the union of their bytes (computed on first use; the lookup inlined as in
+    /// [`Cands::set`]).
+    #[inline]
     fn group(
         &mut self,
         gid: u32,
@@ -455,12 +471,22 @@ impl<'d> Cands<'d> {
         b: usize,
         st: &mut State,
     ) -> (usize, ByteSet) {
-        let key = gid as usize;
-        if let Some(&i) = self.buf.groups.get(key)
-            && i > 0
-        {
-            return self.buf.group_list[i as usize - 1];
+        match self.buf.groups.get(gid as usize) {
+            Some(&i) if i > 0 => self.buf.group_list[i as usize - 1],
+            _ => self.make_group(gid, tid, link, (a, b), st),
         }
+    }
+
+    #[inline(never)]
+    fn make_group(
+        &mut self,
+        gid: u32,
+        tid: u32,
+        link: &Link,
+        (a, b): (usize, usize),
+        st: &mut State,
+    ) -> (usize, ByteSet) {
+        let key = gid as usize;
         if let (Some(t), Some(&Some(raw_union))) =
             (link.chain_triggers, self.buf.set_bytes.get(tid as usize))
             && !t.intersects(&raw_union)
