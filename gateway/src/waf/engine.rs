@@ -11,6 +11,7 @@ use super::{
     fold::{Fixed, Folds, MatchedState, Probe},
     operator::{ByteSet, LiteralIndex, Operator, admits},
     rule::{Disruptive, Item, Link, MultiStep, Rule, RuleSet},
+    transform::Transform,
     tx::{Tx, TxMap, TxStart},
     variables::{Entry, Exclusion, RequestData, Selector, Target, Var},
 };
@@ -106,11 +107,13 @@ struct State {
     values: Vec<Cached>,
     /// Which literal filters each of `values` passes.
     literal_hits: LiteralHits,
+    /// Transformations applied to `values` ([`Cached::steps`]).
+    steps: Vec<Step>,
 }
 
 impl State {
     fn new(tx: Tx, matched: MatchedState, excl: &Exclusions, chains: usize, folded: bool) -> Self {
-        let (values, literal_hits) = VALUES.take().unwrap_or_default();
+        let (values, literal_hits, steps) = VALUES.take().unwrap_or_default();
         Self {
             folded,
             tx,
@@ -127,6 +130,7 @@ impl State {
             cache: ValueCache::for_request(chains),
             literal_hits,
             values,
+            steps,
         }
     }
 }
@@ -190,6 +194,21 @@ struct Cached {
     value: Option<Vec<u8>>,
     /// The bytes it holds (for [`super::operator::Operator::may_match`]).
     bytes: ByteSet,
+    /// Index + 1 of the next distinct value derived from the same raw value (0: none): the
+    /// list a new result is looked up in before it is kept (see [`push_derived`]).
+    next: u32,
+    /// Index + 1 into [`State::steps`] of the first transformation applied to this value.
+    steps: u32,
+}
+
+/// One transformation applied to a cached value: `out` is the result's index in
+/// [`State::values`], `next` index + 1 of the next transformation applied to the same value.
+/// CRS's chains share their steps (most end in `lowercase` after steps that leave a benign
+/// value as it is); a step is applied once per value, whichever chains run it.
+struct Step {
+    t: Transform,
+    out: u32,
+    next: u32,
 }
 
 /// Where a value's transformation results sit in [`State::values`], by (slot, chain id).
@@ -344,6 +363,9 @@ struct CandsBuffers {
     set_unions: Vec<ByteSet>,
 }
 
+/// [`State::values`], [`State::literal_hits`] and [`State::steps`], kept by the thread.
+type KeptValues = (Vec<Cached>, LiteralHits, Vec<Step>);
+
 thread_local! {
     static CANDS_BUFFERS: std::cell::Cell<Option<CandsBuffers>> =
         const { std::cell::Cell::new(None) };
@@ -353,7 +375,7 @@ thread_local! {
     /// 20 KB request's instructions, callgrind).
     static ARENA_SIZE: std::cell::Cell<[usize; 2]> = const { std::cell::Cell::new([256; 2]) };
     /// [`State::values`] and [`State::literal_hits`] between two requests, emptied.
-    static VALUES: std::cell::Cell<Option<(Vec<Cached>, LiteralHits)>> =
+    static VALUES: std::cell::Cell<Option<KeptValues>> =
         const { std::cell::Cell::new(None) };
 }
 
@@ -658,12 +680,40 @@ fn value_index(st: &mut State, slot: u32, link: &Link, raw: &[u8]) -> usize {
     }
     // A chain that leaves the value as it is shares the raw entry too: its bytes and literal
     // hits are the raw value's, not collected and scanned again.
-    let i = match changed(transform(link, &raw_bytes, raw), raw) {
-        None => r,
-        Some(value) => push_value(st, value),
-    };
+    let mut i = r;
+    for (&t, triggers) in link.transforms.iter().zip(link.step_triggers.iter()) {
+        if triggers.is_some_and(|tr| !tr.intersects(&st.values[i].bytes)) {
+            continue;
+        }
+        i = step_index(st, i, t, r, raw);
+    }
     st.cache.insert(slot, link.chain_id, i);
     i
+}
+
+/// The index in [`State::values`] of the value at `input` (derived from the raw value at `raw`,
+/// `raw_value`) after `t`, applied on first use.
+fn step_index(st: &mut State, input: usize, t: Transform, raw: usize, raw_value: &[u8]) -> usize {
+    let mut at = st.values[input].steps;
+    while let Some(s) = (at as usize).checked_sub(1) {
+        let step = &st.steps[s];
+        if step.t == t {
+            return step.out as usize;
+        }
+        at = step.next;
+    }
+    let value = st.values[input].value.as_deref().unwrap_or(raw_value);
+    let out = match changed(t.apply(value), value) {
+        None => input,
+        Some(v) => push_derived(st, raw, v),
+    };
+    st.steps.push(Step {
+        t,
+        out: u32::try_from(out).unwrap_or(u32::MAX),
+        next: st.values[input].steps,
+    });
+    st.values[input].steps = u32::try_from(st.steps.len()).unwrap_or(0);
+    out
 }
 
 /// A transformation's result on `input`, owned; `None` when it is `input` unchanged.
@@ -676,14 +726,29 @@ fn changed(out: Cow<'_, [u8]>, input: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Adds a value a chain changed to the request's table, with its bytes: its index.
-fn push_value(st: &mut State, value: Vec<u8>) -> usize {
+/// The index of `value`, which a chain made from the raw value at `raw`, in the request's
+/// table: an equal value derived before (most chains end in the same few results: on a 20 KB
+/// JSON order four in five results of CRS's chains equal one already made for that value) or a
+/// new entry. An equal one shares its bytes and its literal scan.
+fn push_derived(st: &mut State, raw: usize, value: Vec<u8>) -> usize {
+    let mut at = st.values[raw].next;
+    while let Some(i) = (at as usize).checked_sub(1) {
+        let c = &st.values[i];
+        if c.value.as_deref() == Some(value.as_slice()) {
+            return i;
+        }
+        at = c.next;
+    }
     let bytes = ByteSet::of(&value);
     st.values.push(Cached {
         value: Some(value),
         bytes,
+        next: st.values[raw].next,
+        steps: 0,
     });
-    st.values.len() - 1
+    let i = st.values.len() - 1;
+    st.values[raw].next = u32::try_from(i + 1).unwrap_or(0);
+    i
 }
 
 /// The index in [`State::values`] of the value at `slot` after a `multiMatch` step, computed
@@ -700,11 +765,8 @@ fn multi_step_index(st: &mut State, slot: u32, step: &MultiStep, prev: usize, ra
     if let Some(i) = st.cache.get(slot, step.chain_id) {
         return i;
     }
-    let input = st.values[prev].value.as_deref().unwrap_or(raw);
-    let i = match changed(step.transform.apply(input), input) {
-        None => prev,
-        Some(value) => push_value(st, value),
-    };
+    let r = raw_index(st, slot, raw);
+    let i = step_index(st, prev, step.transform, r, raw);
     st.cache.insert(slot, step.chain_id, i);
     i
 }
@@ -724,6 +786,8 @@ fn raw_index(st: &mut State, slot: u32, raw: &[u8]) -> usize {
     st.values.push(Cached {
         value: None,
         bytes: ByteSet::of(raw),
+        next: 0,
+        steps: 0,
     });
     let i = st.values.len() - 1;
     st.cache.insert(slot, 0, i);
@@ -734,13 +798,25 @@ fn raw_index(st: &mut State, slot: u32, raw: &[u8]) -> usize {
 fn transformed(link: &Link, raw: &[u8]) -> Cached {
     let bytes = ByteSet::of(raw);
     if link.chain_triggers.is_some_and(|t| !t.intersects(&bytes)) {
-        return Cached { value: None, bytes };
+        return Cached {
+            value: None,
+            bytes,
+            next: 0,
+            steps: 0,
+        };
     }
     match changed(transform(link, &bytes, raw), raw) {
-        None => Cached { value: None, bytes },
+        None => Cached {
+            value: None,
+            bytes,
+            next: 0,
+            steps: 0,
+        },
         Some(value) => Cached {
             bytes: ByteSet::of(&value),
             value: Some(value),
+            next: 0,
+            steps: 0,
         },
     }
 }
@@ -885,7 +961,8 @@ impl Engine {
             st.values.clear();
             st.literal_hits.at.clear();
             st.literal_hits.bits.clear();
-            VALUES.set(Some((st.values, st.literal_hits)));
+            st.steps.clear();
+            VALUES.set(Some((st.values, st.literal_hits, st.steps)));
         }
         out
     }
@@ -2215,6 +2292,21 @@ SecMarker END
         assert_eq!(ids(&e, "/?a=union%20select&b=y&c=z"), vec![1]);
         assert_eq!(ids(&e, "/?a=x&b=y&c=z"), Vec::<u32>::new());
         assert_eq!(ids(&e, "/?a=union&b=select"), Vec::<u32>::new());
+    }
+
+    /// Chains share the steps they have in common on a value, each in its own order: the same
+    /// transformations in another order or a prefix of another chain give their own results.
+    #[test]
+    fn chains_sharing_steps_each_get_their_own_result() {
+        let e = engine(
+            "SecRule ARGS \"@streq aa\" \"id:1,phase:1,pass,log,msg:'a',t:none,t:urlDecodeUni,t:lowercase\"\n\
+             SecRule ARGS \"@streq a%41\" \"id:2,phase:1,pass,log,msg:'b',t:none,t:lowercase\"\n\
+             SecRule ARGS \"@streq aA\" \"id:3,phase:1,pass,log,msg:'c',t:none,t:lowercase,t:urlDecodeUni\"\n\
+             SecRule ARGS \"@streq AA\" \"id:4,phase:1,pass,log,msg:'d',t:none,t:urlDecodeUni\"\n",
+        );
+        assert_eq!(ids(&e, "/?x=A%2541"), vec![1, 2, 3, 4]);
+        assert_eq!(ids(&e, "/?x=aa&y=A%2541"), vec![1, 2, 3, 4]);
+        assert_eq!(ids(&e, "/?x=aa"), vec![1]);
     }
 
     /// A target's values share their untransformed group with every chain none of whose
