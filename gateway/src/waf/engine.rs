@@ -752,8 +752,15 @@ fn push_derived(st: &mut State, raw: usize, value: Vec<u8>) -> usize {
 }
 
 /// The index in [`State::values`] of the value at `slot` after a `multiMatch` step, computed
-/// from the previous step's value (at `prev`) on first use.
-fn multi_step_index(st: &mut State, slot: u32, step: &MultiStep, prev: usize, raw: &[u8]) -> usize {
+/// from the previous step's value (at `prev`; the value untransformed is `raw`, at `r`) on
+/// first use.
+fn multi_step_index(
+    st: &mut State,
+    slot: u32,
+    step: &MultiStep,
+    prev: usize,
+    (r, raw): (usize, &[u8]),
+) -> usize {
     // A step none of whose trigger bytes the previous value holds leaves it as it is: nothing
     // to look up or store.
     if step
@@ -765,7 +772,6 @@ fn multi_step_index(st: &mut State, slot: u32, step: &MultiStep, prev: usize, ra
     if let Some(i) = st.cache.get(slot, step.chain_id) {
         return i;
     }
-    let r = raw_index(st, slot, raw);
     let i = step_index(st, prev, step.transform, r, raw);
     st.cache.insert(slot, step.chain_id, i);
     i
@@ -778,11 +784,18 @@ fn same_value(st: &State, a: usize, b: usize, raw: &[u8]) -> bool {
             == st.values[b].value.as_deref().unwrap_or(raw)
 }
 
-/// The index in [`State::values`] of `raw` (at `slot`) untransformed (chain 0), with its bytes.
+/// The index in [`State::values`] of `raw` (at `slot`) untransformed (chain 0), with its bytes
+/// (the lookup inlined: nearly every call finds the value).
+#[inline]
 fn raw_index(st: &mut State, slot: u32, raw: &[u8]) -> usize {
-    if let Some(i) = st.cache.get(slot, 0) {
-        return i;
+    match st.cache.get(slot, 0) {
+        Some(i) => i,
+        None => add_raw(st, slot, raw),
     }
+}
+
+#[inline(never)]
+fn add_raw(st: &mut State, slot: u32, raw: &[u8]) -> usize {
     st.values.push(Cached {
         value: None,
         bytes: ByteSet::of(raw),
@@ -1342,7 +1355,7 @@ impl Engine {
             // The next step that changes the value.
             let next = loop {
                 let step = steps.next()?;
-                let i = multi_step_index(st, cand.slot, step, prev, &cand.value);
+                let i = multi_step_index(st, cand.slot, step, prev, (raw, &cand.value));
                 prev = i;
                 if !same_value(st, i, idx, &cand.value) {
                     break i;
