@@ -374,7 +374,8 @@ thread_local! {
     /// phase: a large body's phase 2 sized from phase 1's headers grew by doubling (~1 % of a
     /// 20 KB request's instructions, callgrind).
     static ARENA_SIZE: std::cell::Cell<[usize; 2]> = const { std::cell::Cell::new([256; 2]) };
-    /// [`State::values`] and [`State::literal_hits`] between two requests, emptied.
+    /// [`State::values`], [`State::literal_hits`] and [`State::steps`] between two requests,
+    /// emptied.
     static VALUES: std::cell::Cell<Option<KeptValues>> =
         const { std::cell::Cell::new(None) };
 }
@@ -707,12 +708,15 @@ fn step_index(st: &mut State, input: usize, t: Transform, raw: usize, raw_value:
         None => input,
         Some(v) => push_derived(st, raw, v),
     };
-    st.steps.push(Step {
-        t,
-        out: u32::try_from(out).unwrap_or(u32::MAX),
-        next: st.values[input].steps,
-    });
-    st.values[input].steps = u32::try_from(st.steps.len()).unwrap_or(0);
+    // Recorded when the indexes fit (beyond u32, the step is applied again next time).
+    if let (Ok(o), Ok(head)) = (u32::try_from(out), u32::try_from(st.steps.len() + 1)) {
+        st.steps.push(Step {
+            t,
+            out: o,
+            next: st.values[input].steps,
+        });
+        st.values[input].steps = head;
+    }
     out
 }
 
