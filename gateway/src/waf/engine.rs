@@ -1433,7 +1433,12 @@ impl Engine {
                     SetOp::Delete => "",
                 };
                 if collection == "tx" {
-                    match apply_setop(st.tx.get(name), op, arg) {
+                    // Only `=+` and `=-` read the current value.
+                    let current = match op {
+                        SetOp::Add(_) | SetOp::Sub(_) => st.tx.get(name),
+                        SetOp::Set(_) | SetOp::Delete => None,
+                    };
+                    match apply_setop(current, op, arg) {
                         Some(v) => st.tx.set(name, v),
                         None => st.tx.remove(name),
                     }
