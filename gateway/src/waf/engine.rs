@@ -163,9 +163,7 @@ struct LiteralHits {
 impl LiteralHits {
     /// Whether `value` (cached at `index`) holds one of `filter`'s factors.
     fn passes(&mut self, literals: &LiteralIndex, index: usize, value: &[u8], filter: u32) -> bool {
-        self.bits(literals, index, value)
-            .get(filter as usize / 64)
-            .is_some_and(|w| w & (1 << (filter % 64)) != 0)
+        has_bit(self.bits(literals, index, value), filter)
     }
 
     /// The filters `value` (cached at `index`) passes, one bit each; scanned on first use.
@@ -185,6 +183,13 @@ impl LiteralHits {
         };
         self.bits.get(at..at + literals.words()).unwrap_or_default()
     }
+}
+
+/// Whether filter `bit` is set in a value's (or a group's) literal hits.
+fn has_bit(words: &[u64], bit: u32) -> bool {
+    words
+        .get(bit as usize / 64)
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }
 
 /// One value after one transformation chain, kept for the request.
@@ -583,9 +588,7 @@ impl<'d> Cands<'d> {
             }
             n => n as usize - 1,
         };
-        buf.group_bits
-            .get(at + bit as usize / 64)
-            .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+        has_bit(buf.group_bits.get(at..).unwrap_or_default(), bit)
     }
 
     /// The group of the target's values untransformed (`a..b`, every one with a cache slot,
