@@ -31,10 +31,13 @@ pub struct WafSection {
     /// and DELETE.
     #[serde(default = "default_methods")]
     pub allowed_methods: Vec<String>,
-    /// Request content types CRS allows (rule 920420); absent keeps the CRS default list, which
-    /// allows JSON.
-    #[serde(default)]
-    pub allowed_content_types: Option<Vec<String>>,
+    /// Request content types CRS allows (rule 920420). The default is CRS's list (forms,
+    /// multipart, XML, JSON) and the JSON media types APIs exchange (`merge-patch+json`,
+    /// `json-patch+json`, JSON:API's `vnd.api+json`, ...): every `+json` body is parsed as JSON,
+    /// so its values are inspected as arguments like a plain JSON body's. Bodies no processor
+    /// parses (`text/plain`, `text/csv`, NDJSON, raw GraphQL) stay refused unless listed here.
+    #[serde(default = "default_content_types")]
+    pub allowed_content_types: Vec<String>,
     /// Any other CRS setting, as `crs-setup.conf` would set it (`tx.NAME` without `tx.`):
     /// `max_num_args: "255"`, `crs_validate_utf8_encoding: "1"`. Applied last.
     #[serde(default)]
@@ -97,6 +100,28 @@ fn five() -> u32 {
 fn four() -> u32 {
     4
 }
+fn default_content_types() -> Vec<String> {
+    [
+        // CRS 4's own default (rule 901162).
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "text/xml",
+        "application/xml",
+        "application/soap+xml",
+        "application/json",
+        // JSON media types of API standards, parsed by the JSON body processor.
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/vnd.api+json",
+        "application/problem+json",
+        "application/ld+json",
+        "application/hal+json",
+        // Not CloudEvents: CRS keeps them out by default on purpose (its tests 920420-19/20).
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"]
         .map(String::from)
@@ -197,14 +222,13 @@ impl WafSection {
             ),
             ("allowed_methods".into(), self.allowed_methods.join(" ")),
         ];
-        if let Some(ct) = &self.allowed_content_types {
-            let list = ct
-                .iter()
-                .map(|c| format!("|{}|", c.to_ascii_lowercase()))
-                .collect::<Vec<_>>()
-                .join(" ");
-            v.push(("allowed_request_content_type".into(), list));
-        }
+        let content_types = self
+            .allowed_content_types
+            .iter()
+            .map(|c| format!("|{}|", c.to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        v.push(("allowed_request_content_type".into(), content_types));
         for (k, val) in &self.setup {
             v.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
             v.push((k.to_ascii_lowercase(), val.clone()));
