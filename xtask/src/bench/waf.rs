@@ -8,8 +8,10 @@
 //! `crs-setup.conf.example` and `rules/*.conf` for ModSecurity, `rules/*.conf` for the
 //! gateway (which generates its CRS setup from its config). Same settings on both: paranoia 1,
 //! blocking, inbound threshold 5, request bodies inspected (JSON through the JSON body
-//! processor), methods GET HEAD POST OPTIONS PUT PATCH DELETE, CRS's default content types
-//! (JSON allowed), response bodies not inspected (the gateway does not inspect them either).
+//! processor), methods GET HEAD POST OPTIONS PUT PATCH DELETE, response bodies not inspected
+//! (the gateway does not inspect them either). Content types: CRS's default list on
+//! ModSecurity, the gateway's default (CRS's plus the JSON media types of API standards) on the
+//! gateway; the mix sends only `application/json`.
 //! Placement as in `bench l7`: servers on CPU 0, the load generator alone on CPU 1.
 //!
 //! The workload, the same bytes for every peer: one scenario per JSON body size (100 B, 2 KB,
@@ -20,7 +22,9 @@
 //!
 //! Before measuring, every distinct request is sent once to every peer: a WAF must pass every
 //! benign request (200 from the backend) and block every attack (403), a plain proxy must pass
-//! all; anything else is reported loudly (it means the comparison is not like for like).
+//! all; anything else is reported loudly (it means the comparison is not like for like). The
+//! legitimate API requests of the WAF tests (`gateway/tests/fixtures/waf-benign-api.jsonl`) are
+//! then sent once to each WAF, and the ones it refuses are listed (false positives).
 //! Then, interleaved across peers, `WAF_BENCH_RUNS` (default 3) runs of `WAF_BENCH_SECS`
 //! (default 10 s) of `wrk -t1 -c8` (`WAF_BENCH_CONNECTIONS`) per scenario and peer (the mix),
 //! and the same for benign requests only, from which the engine cost per benign request is
@@ -945,6 +949,9 @@ impl Check {
     }
 }
 
+/// The legitimate API requests the WAF tests use, relative to the workspace.
+const BENIGN_API_CORPUS: &str = "gateway/tests/fixtures/waf-benign-api.jsonl";
+
 fn is_waf(peer: &str) -> bool {
     matches!(peer, "nginx+modsecurity" | "gateway+crs")
 }
@@ -989,6 +996,65 @@ fn check(peer: &Peer, size: usize, reqs: &[Req]) -> anyhow::Result<Check> {
         }
     }
     Ok(c)
+}
+
+/// The legitimate API requests of the WAF tests (`gateway/tests/fixtures/waf-benign-api.jsonl`)
+/// as raw one-shot requests: (id, bytes).
+fn benign_api_corpus() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let path = exec::workspace_root().join(BENIGN_API_CORPUS);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let t: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let field = |k: &str| t[k].as_str().unwrap_or_default();
+        let body = field("body");
+        let mut raw = format!(
+            "{} {} HTTP/1.1\r\nHost: api.example.com\r\n",
+            field("method"),
+            field("target")
+        );
+        for h in t["headers"].as_array().into_iter().flatten() {
+            let _ = write!(
+                raw,
+                "{}: {}\r\n",
+                h[0].as_str().unwrap_or_default(),
+                h[1].as_str().unwrap_or_default()
+            );
+        }
+        if !body.is_empty() {
+            let _ = write!(raw, "Content-Length: {}\r\n", body.len());
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        raw.push_str(body);
+        out.push((field("id").to_string(), raw.into_bytes()));
+    }
+    Ok(out)
+}
+
+/// Which requests of the legitimate API corpus a WAF refused (did not pass to the backend).
+struct FalsePositives {
+    peer: &'static str,
+    sent: usize,
+    refused: Vec<String>,
+}
+
+fn false_positives(peer: &Peer, corpus: &[(String, Vec<u8>)]) -> anyhow::Result<FalsePositives> {
+    let mut refused = Vec::new();
+    for (id, raw) in corpus {
+        let (status, body) = http_raw(peer.port, raw)
+            .with_context(|| format!("{}: benign API request {id}", peer.name))?;
+        // A HEAD response has no body to recognise the backend by.
+        let head = raw.starts_with(b"HEAD ");
+        if !(status == 200 && (head || body.contains("bench-backend"))) {
+            refused.push(format!("{id} ({status})"));
+        }
+    }
+    Ok(FalsePositives {
+        peer: peer.name,
+        sent: corpus.len(),
+        refused,
+    })
 }
 
 /// One load run's numbers.
@@ -1194,6 +1260,13 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<Repor
         }
     }
 
+    eprintln!("{TAG}: the legitimate API corpus once through every WAF");
+    let corpus = benign_api_corpus()?;
+    let mut fps = Vec::new();
+    for peer in fleet.peers.iter().filter(|p| is_waf(p.name)) {
+        fps.push(false_positives(peer, &corpus)?);
+    }
+
     let m = Measure {
         settings,
         meter: Meter::new(TAG, fleet.backend_pid),
@@ -1237,7 +1310,7 @@ fn measure(settings: &Settings, bins: &Bins, dir: &Path) -> anyhow::Result<Repor
     };
     let mix = summarize(mix);
     let benign = summarize(benign);
-    Ok(render(settings, &fleet, &checks, &mix, &benign))
+    Ok(render(settings, &fleet, &checks, &fps, &mix, &benign))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1286,6 +1359,7 @@ fn render(
     settings: &Settings,
     fleet: &Fleet,
     checks: &[Check],
+    fps: &[FalsePositives],
     mix: &[Vec<Summary>],
     benign: &[Vec<Summary>],
 ) -> Report {
@@ -1364,6 +1438,25 @@ fn render(
         );
     }
 
+    if !fps.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### Legitimate API traffic: false positives\n\nThe {} requests of `{BENIGN_API_CORPUS}` once each (JSON, form, GraphQL, JSON:API, merge-patch bodies, query strings; see the README's WAF section for what refuses them).\n",
+            fps[0].sent
+        );
+        let _ = writeln!(md, "| peer | passed | refused | refused requests |");
+        let _ = writeln!(md, "| --- | ---: | ---: | --- |");
+        for f in fps {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                f.peer,
+                f.sent - f.refused.len(),
+                f.refused.len(),
+                f.refused.join(", ")
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\n### Throughput on the mix ({}% attacks)\n",
@@ -1516,6 +1609,23 @@ fn render(
                 c.attacks,
                 c.attacks_blocked,
                 c.wrong.iter().map(|w| json_str(w)).collect::<Vec<_>>().join(",")
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(
+        json,
+        "  \"false_positives\": [{}],",
+        fps.iter()
+            .map(|f| format!(
+                "{{\"peer\":{},\"sent\":{},\"refused\":[{}]}}",
+                json_str(f.peer),
+                f.sent,
+                f.refused
+                    .iter()
+                    .map(|r| json_str(r))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ))
             .collect::<Vec<_>>()
             .join(",")
