@@ -206,6 +206,18 @@ struct Cached {
     steps: u32,
 }
 
+impl Cached {
+    /// A value entering the table: no values derived from it, no steps applied yet.
+    fn new(value: Option<Vec<u8>>, bytes: ByteSet) -> Self {
+        Self {
+            value,
+            bytes,
+            next: 0,
+            steps: 0,
+        }
+    }
+}
+
 /// One transformation applied to a cached value: `out` is the result's index in
 /// [`State::values`], `next` index + 1 of the next transformation applied to the same value.
 /// CRS's chains share their steps (most end in `lowercase` after steps that leave a benign
@@ -747,11 +759,10 @@ fn push_derived(st: &mut State, raw: usize, value: Vec<u8>) -> usize {
         at = c.next;
     }
     let bytes = ByteSet::of(&value);
+    let next = st.values[raw].next;
     st.values.push(Cached {
-        value: Some(value),
-        bytes,
-        next: st.values[raw].next,
-        steps: 0,
+        next,
+        ..Cached::new(Some(value), bytes)
     });
     let i = st.values.len() - 1;
     st.values[raw].next = u32::try_from(i + 1).unwrap_or(0);
@@ -803,12 +814,7 @@ fn raw_index(st: &mut State, slot: u32, raw: &[u8]) -> usize {
 
 #[inline(never)]
 fn add_raw(st: &mut State, slot: u32, raw: &[u8]) -> usize {
-    st.values.push(Cached {
-        value: None,
-        bytes: ByteSet::of(raw),
-        next: 0,
-        steps: 0,
-    });
+    st.values.push(Cached::new(None, ByteSet::of(raw)));
     let i = st.values.len() - 1;
     st.cache.insert(slot, 0, i);
     i
@@ -817,27 +823,17 @@ fn add_raw(st: &mut State, slot: u32, raw: &[u8]) -> usize {
 /// `raw` after `link`'s chain, with its bytes.
 fn transformed(link: &Link, raw: &[u8]) -> Cached {
     let bytes = ByteSet::of(raw);
-    if link.chain_triggers.is_some_and(|t| !t.intersects(&bytes)) {
-        return Cached {
-            value: None,
-            bytes,
-            next: 0,
-            steps: 0,
-        };
-    }
-    match changed(transform(link, &bytes, raw), raw) {
-        None => Cached {
-            value: None,
-            bytes,
-            next: 0,
-            steps: 0,
-        },
-        Some(value) => Cached {
-            bytes: ByteSet::of(&value),
-            value: Some(value),
-            next: 0,
-            steps: 0,
-        },
+    let out = if link.chain_triggers.is_some_and(|t| !t.intersects(&bytes)) {
+        None
+    } else {
+        changed(transform(link, &bytes, raw), raw)
+    };
+    match out {
+        None => Cached::new(None, bytes),
+        Some(value) => {
+            let bytes = ByteSet::of(&value);
+            Cached::new(Some(value), bytes)
+        }
     }
 }
 
