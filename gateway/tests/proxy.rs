@@ -575,6 +575,164 @@ routes:
     assert_eq!(r.header("strict-transport-security"), None);
 }
 
+/// An HTTP/1.1 upstream on a raw socket that answers every request on a connection with
+/// `response` (keep-alive); aborted on drop.
+struct RawUpstream {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    async fn start(response: &'static [u8]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // Requests here are bodiless GETs: a head is a request.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if s.write_all(response).await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the client gets of an upstream's response fields is the same whichever way the gateway
+/// carries them: kept in the upstream's bytes (HTTP/1.1 client, no stage reads them), in a map
+/// (a route with CORS reads them) or through hyper (HTTP/2 client). Hop-by-hop fields and those
+/// the upstream's `Connection` names stay behind, identity is hidden, the gateway's own request
+/// id and security headers replace the upstream's, repeated fields keep their order.
+#[tokio::test]
+async fn an_upstreams_response_fields_reach_the_client_the_same_on_every_path() {
+    let upstream = RawUpstream::start(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Upstream-Secret\r\nX-Upstream-Secret: 1\r\n\
+          Keep-Alive: timeout=5\r\nSERVER: upstream/1.0\r\nX-Powered-By: PHP\r\n\
+          x-request-id: from-upstream\r\nX-Frame-Options: ALLOWALL\r\nSet-Cookie: a=1\r\n\
+          Cache-Control: no-store\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let proxy = start(&format!(
+        r#"
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+access_log: off
+upstreams: {{ b: {{ endpoints: ["http://{}"] }} }}
+routes:
+  - {{ name: cors, match: {{ prefix: /cors }}, upstream: b, cors: {{ origins: [https://app.example] }} }}
+  - {{ name: plain, match: {{ prefix: / }}, upstream: b }}
+"#,
+        upstream.addr
+    ))
+    .await;
+    let addr = proxy.addr("main").expect("listener");
+
+    // (lowercase name, value) in the order received; left out: the date (it differs) and the
+    // gateway's own `Connection: close` (the test client asks for it).
+    let fields = |pairs: Vec<(String, String)>| -> Vec<(String, String)> {
+        pairs
+            .into_iter()
+            .filter(|(n, v)| n != "date" && !(n == "connection" && v == "close"))
+            .collect()
+    };
+    let from_head = |r: &Raw| {
+        fields(
+            r.head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect(),
+        )
+    };
+    let check = |label: &str, got: &[(String, String)]| {
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-upstream-secret",
+            "server",
+            "x-powered-by",
+        ] {
+            assert!(!names.contains(&gone), "{label}: {gone} crossed: {got:?}");
+        }
+        let values = |name: &str| -> Vec<&str> {
+            got.iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("set-cookie"), ["a=1", "b=2"], "{label}: {got:?}");
+        assert_eq!(values("cache-control"), ["no-store"], "{label}");
+        assert_eq!(values("x-frame-options"), ["DENY"], "{label}");
+        assert_eq!(values("x-content-type-options"), ["nosniff"], "{label}");
+        let id = values("x-request-id");
+        assert!(
+            id.len() == 1 && id[0] != "from-upstream",
+            "{label}: {got:?}"
+        );
+    };
+
+    let plain = get(addr, "/plain", "").await;
+    assert_eq!(
+        (plain.status, plain.body.as_str()),
+        (200, "ok"),
+        "{plain:?}"
+    );
+    assert_eq!(plain.header("content-length").as_deref(), Some("2"));
+    check(
+        "HTTP/1.1, fields in the upstream's bytes",
+        &from_head(&plain),
+    );
+
+    let cors = get(addr, "/cors", "Origin: https://app.example\r\n").await;
+    assert_eq!((cors.status, cors.body.as_str()), (200, "ok"), "{cors:?}");
+    assert_eq!(
+        cors.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    check("HTTP/1.1, fields in a map (CORS)", &from_head(&cors));
+
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2c handshake");
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{addr}/h2"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("h2c request");
+    assert_eq!(resp.status(), 200);
+    let h2: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    check("HTTP/2 through hyper", &fields(h2));
+    driver.abort();
+}
+
 #[tokio::test]
 async fn upstream_failures_are_problem_responses() {
     // A port with nothing listening.

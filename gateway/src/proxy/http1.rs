@@ -348,7 +348,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
-    let framing = framing(&parts.headers, &body, status, head_request);
+    let framing = framing(&parts.headers, added, &body, status, head_request);
     encode_head(out, status, &parts.headers, added, framing, keep_alive);
     if matches!(framing, Framing::None | Framing::HeadOf(_)) {
         drop(body);
@@ -416,8 +416,21 @@ async fn write_response<I: AsyncWrite + Unpin>(
 }
 
 /// The framing hyper would pick: the body's exact size, else a `Content-Length` the response
-/// carries, else chunked; nothing for answers without a body.
-fn framing(headers: &HeaderMap, body: &Body, status: StatusCode, head_request: bool) -> Framing {
+/// carries (in its map or among the upstream's fields beside it), else chunked; nothing for
+/// answers without a body.
+fn framing(
+    headers: &HeaderMap,
+    added: &Added,
+    body: &Body,
+    status: StatusCode,
+    head_request: bool,
+) -> Framing {
+    let length = || {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| added.upstream()?.content_length())
+    };
     let no_length = status.is_informational()
         || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     if no_length {
@@ -425,15 +438,14 @@ fn framing(headers: &HeaderMap, body: &Body, status: StatusCode, head_request: b
     }
     if head_request {
         return match body.size_hint().exact() {
-            Some(n) if n > 0 && !headers.contains_key(header::CONTENT_LENGTH) => Framing::HeadOf(n),
+            Some(n) if n > 0 && length().is_none() => Framing::HeadOf(n),
             _ => Framing::None,
         };
     }
     match body.size_hint().exact() {
         Some(n) => Framing::Length(n),
-        None => headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| decimal(v.as_bytes()))
+        None => length()
+            .and_then(decimal)
             .map_or(Framing::Chunked, |n| Framing::Length(n as u64)),
     }
 }
@@ -455,12 +467,14 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut has_date = false;
+    let keep_length = !matches!(framing, Framing::Length(_) | Framing::Chunked);
+    let mut has_date = added
+        .upstream()
+        .is_some_and(|fields| fields.write_to(out, keep_length));
     for (name, value) in headers {
         if name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
-            || (name == header::CONTENT_LENGTH
-                && matches!(framing, Framing::Length(_) | Framing::Chunked))
+            || (name == header::CONTENT_LENGTH && !keep_length)
         {
             continue;
         }

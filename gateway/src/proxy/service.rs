@@ -540,26 +540,39 @@ async fn pipeline<'r>(
     };
 
     // Response filters: hop-by-hop out, security headers in, upstream identity hidden.
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // The gateway's HTTP/1.1 client keeps the fields outside the map (hop-by-hop ones already
+    // marked); into the map only when a stage here reads or extends it.
+    let map_read = route.checks.cors.is_some() || route.response_filter.is_some();
+    if (map_read || !stage_headers.is_empty())
+        && let Some(f) = body.take_fields()
+    {
+        f.append_to(&mut parts.headers);
+    }
 
     // -- response filters: masking, size cap --
     if let Some(cors) = &route.checks.cors {
         cors.on_response(&mut parts.headers);
     }
     parts.headers.extend(stage_headers);
-    let body = match &route.response_filter {
+    // The fields still outside the map are taken after the filter's await: held across it,
+    // they would grow the future every request moves.
+    let (body, fields) = match &route.response_filter {
         // Boxed: held inline, the filter's future would grow every request's.
         Some(filter) if !head_request => match Box::pin(filter.apply(&mut parts, body)).await {
-            Ok(body) => body,
+            Ok(body) => (body, None),
             Err(problem) => return Err(fail(problem, &mut outcome)),
         },
-        _ => body.boxed(),
+        _ => {
+            let fields = body.take_fields();
+            (body.boxed(), fields)
+        }
     };
 
     headers::strip_hop_by_hop(&mut parts.headers);
     route
         .response_policy
-        .apply(&mut parts.headers, tls, response_added);
+        .apply(&mut parts.headers, fields, tls, response_added);
     Ok((Response::from_parts(parts, body), outcome))
 }
 

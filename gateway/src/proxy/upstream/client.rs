@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem:
 
 use super::{
     config::{UpstreamConfig, UpstreamTls},
+    fields::ResponseFields,
     h1::{H1Body, H1Error, H1Pool},
 };
 use crate::proxy::{Body, BoxError, headers::Added};
@@ -77,8 +78,11 @@ impl Client {
         timeout: std::time::Duration,
     ) -> Result<http::Response<UpstreamBody>, ClientError> {
         let (mut head, body) = req.into_parts();
-        self.send(&mut head, &Added::default(), body, false, timeout)
-            .await
+        let mut response = self
+            .send(&mut head, &Added::default(), body, false, timeout)
+            .await?;
+        UpstreamBody::fields_into_map(&mut response);
+        Ok(response)
     }
 
     /// Sends `head` and `body`, waiting up to `timeout` (from now) for the response head; the
@@ -123,6 +127,26 @@ impl Client {
 pub enum UpstreamBody {
     H1(H1Body),
     Hyper(Incoming),
+}
+
+impl UpstreamBody {
+    /// The header fields of a response read by the gateway's own HTTP/1.1 client, whose map is
+    /// left empty for them; `None` from hyper's clients (their maps hold the fields) or once
+    /// taken.
+    pub fn take_fields(&mut self) -> Option<ResponseFields> {
+        match self {
+            Self::H1(body) => body.take_fields(),
+            Self::Hyper(_) => None,
+        }
+    }
+
+    /// Moves fields still kept in the body into the response's map, hop-by-hop ones included
+    /// (the response as the upstream sent it).
+    pub fn fields_into_map(response: &mut http::Response<Self>) {
+        if let Some(fields) = response.body_mut().take_fields() {
+            fields.append_all_to(response.headers_mut());
+        }
+    }
 }
 
 impl hyper::body::Body for UpstreamBody {

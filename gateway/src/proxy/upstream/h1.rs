@@ -27,8 +27,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
-    uri::Authority,
+    HeaderName, HeaderValue, Method, Response, StatusCode, Version, header, uri::Authority,
 };
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame, SizeHint};
@@ -38,6 +37,7 @@ use tokio::{
     time::Instant,
 };
 
+use super::fields::{Field, ResponseFields};
 use crate::proxy::{Body, BoxError, deadline::Deadline, headers::Added};
 
 /// Largest response head accepted (status line and headers).
@@ -264,20 +264,21 @@ impl H1Pool {
         let ResponseHead {
             status,
             version,
-            mut headers,
+            mut fields,
             keep_alive,
         } = response;
-        let framing = response_framing(head_request, status, version, &mut headers)?;
+        let framing = response_framing(head_request, status, version, &mut fields)?;
         HEAD.set(head);
         let reusable = keep_alive && sent_whole && framing != Framing::ToClose;
+        // The header map stays empty: the fields travel in the body until someone asks.
         let mut resp = Response::new(H1Body {
             conn: Some(conn),
             state: State::from(framing),
             pool: reusable.then(|| Arc::clone(self)),
+            fields: Some(fields),
         });
         *resp.status_mut() = status;
         *resp.version_mut() = version;
-        *resp.headers_mut() = headers;
         // A body with nothing left to read frees its connection now.
         resp.body_mut().finish_if_done();
         Ok(resp)
@@ -488,7 +489,7 @@ fn encode_head(
 struct ResponseHead {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    fields: ResponseFields,
     /// What the upstream said about reusing the connection.
     keep_alive: bool,
 }
@@ -524,9 +525,6 @@ async fn read_head<R: AsyncRead + Unpin>(
 }
 
 thread_local! {
-    /// Header offsets of the head being parsed, kept between responses (an allocation fewer
-    /// each).
-    static SPANS: Cell<Vec<(HeaderName, usize, usize)>> = const { Cell::new(Vec::new()) };
     /// Request heads are encoded into this, kept between requests (an allocation fewer each;
     /// taken for the exchange, put back after it).
     static HEAD: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
@@ -559,37 +557,33 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         return Err(H1Error::Malformed("unrequested protocol switch"));
     }
     let http10 = parsed.version == Some(0);
-    // Offsets first: the header slices borrow `buf`, which is split below.
+    // Offsets first: the header slices borrow `buf`, which is split below. httparse holds
+    // names to the token rule and values to the bytes `HeaderValue` allows (tab, visible
+    // ASCII, obs-text; a unit test below pins that), so a map may be built from them later.
     let base = buf.as_ptr() as usize;
-    let mut spans = SPANS.take();
-    spans.clear();
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed("invalid header name"))?;
-        let start = h.value.as_ptr() as usize - base;
-        spans.push((name, start, start + h.value.len()));
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        // Within MAX_HEAD_BYTES of the start: offsets fit.
+        spans.push(Field::new(
+            (name as u32, (name + h.name.len()) as u32),
+            (value as u32, (value + h.value.len()) as u32),
+        ));
     }
     let head = buf.split_to(len).freeze();
-    // Room for a header a stage adds (CORS, rate limits); the request id and the security
-    // headers are not inserted (`headers::Added`).
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+    let fields = ResponseFields::new(head, spans);
     let mut close = http10;
-    for (name, start, end) in spans.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| H1Error::Malformed("invalid header value"))?;
-        if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
-                }
+    for value in fields.values(b"connection") {
+        for token in value.split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                close = false;
             }
         }
-        headers.append(name, value);
     }
-    SPANS.set(spans);
     Ok(Some(ResponseHead {
         status,
         version: if http10 {
@@ -597,7 +591,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         } else {
             Version::HTTP_11
         },
-        headers,
+        fields,
         keep_alive: !close,
     }))
 }
@@ -607,12 +601,12 @@ fn response_framing(
     head_request: bool,
     status: StatusCode,
     version: Version,
-    headers: &mut HeaderMap,
+    fields: &mut ResponseFields,
 ) -> Result<Framing, H1Error> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if fields.values(b"transfer-encoding").next().is_some() {
         // RFC 9112 6.1: faulty framing in HTTP/1.0, whatever else the head says.
         if version == Version::HTTP_10 {
             return Err(H1Error::Malformed(
@@ -621,21 +615,19 @@ fn response_framing(
         }
         // Codings are tokens: a value with other bytes is refused rather than guessed at (one
         // reader may see `chunked` last where another sees no coding it knows).
-        if headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .any(|v| v.to_str().is_err())
+        if fields
+            .values(b"transfer-encoding")
+            .any(|v| !v.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t'))
         {
             return Err(H1Error::Malformed("invalid Transfer-Encoding"));
         }
-        let chunked_last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
+        let chunked_last = fields
+            .values(b"transfer-encoding")
             .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .and_then(|v| v.rsplit(|b| *b == b',').next())
             .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         // Transfer-Encoding overrides Content-Length, which must not reach the client.
-        headers.remove(header::CONTENT_LENGTH);
+        fields.drop_content_length();
         return Ok(if chunked_last {
             Framing::Chunked
         } else {
@@ -643,8 +635,8 @@ fn response_framing(
         });
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
+    for value in fields.values(b"content-length") {
+        for part in value.split(|b| *b == b',') {
             let part = part.trim_ascii();
             let n = std::str::from_utf8(part)
                 .ok()
@@ -695,9 +687,16 @@ pub struct H1Body {
     state: State,
     /// Where the connection goes afterwards; `None` when it cannot be reused.
     pool: Option<Arc<H1Pool>>,
+    /// The response's header fields until they are taken ([`H1Body::take_fields`]).
+    fields: Option<ResponseFields>,
 }
 
 impl H1Body {
+    /// The response's header fields (the response's own map is empty); `None` once taken.
+    pub fn take_fields(&mut self) -> Option<ResponseFields> {
+        self.fields.take()
+    }
+
     fn finish_if_done(&mut self) {
         if !matches!(self.state, State::Done) {
             return;
@@ -941,7 +940,7 @@ pub mod differential {
     use std::time::Duration;
 
     use bytes::{Bytes, BytesMut};
-    use http::{HeaderMap, header};
+    use http::header;
     use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -970,7 +969,7 @@ pub mod differential {
             return None;
         }
         let mut state = State::from(
-            response_framing(head_request, head.status, head.version, &mut head.headers).ok()?,
+            response_framing(head_request, head.status, head.version, &mut head.fields).ok()?,
         );
         let mut body = Vec::new();
         loop {
@@ -982,7 +981,8 @@ pub mod differential {
                 None => return None,
             }
         }
-        Some(read(head.status.as_u16(), &head.headers, &body))
+        let fields = head.fields.all().map(|(n, v)| (n, v.to_vec()));
+        Some(read(head.status.as_u16(), fields, &body))
     }
 
     /// The response hyper's HTTP/1 client reads from `bytes` to the same request.
@@ -1036,7 +1036,11 @@ pub mod differential {
                 .to_bytes();
             driver.abort();
             upstream.abort();
-            Some(read(parts.status.as_u16(), &parts.headers, &body))
+            let fields = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()));
+            Some(read(parts.status.as_u16(), fields, &body))
         })
     }
 
@@ -1056,11 +1060,9 @@ pub mod differential {
         }
     }
 
-    fn read(status: u16, headers: &HeaderMap, body: &[u8]) -> Read {
-        let mut fields: Vec<_> = headers
-            .iter()
-            .filter(|(k, _)| *k != header::CONTENT_LENGTH && *k != header::TRANSFER_ENCODING)
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    fn read(status: u16, fields: impl Iterator<Item = (String, Vec<u8>)>, body: &[u8]) -> Read {
+        let mut fields: Vec<_> = fields
+            .filter(|(k, _)| k != "content-length" && k != "transfer-encoding")
             .collect();
         // The order of different names carries no meaning (RFC 9110 5.3; a removal from a
         // `HeaderMap` reorders them); the order of one name's values does (stable sort).
@@ -1155,6 +1157,33 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xffgzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
         assert_eq!(differential::ours(raw, false), None);
         assert!(differential::hyper(raw, false).is_some());
+    }
+
+    /// The fields are kept as bytes and a map is built from them only later: whatever httparse
+    /// lets through must be what `HeaderName` and `HeaderValue` accept (else a field would be
+    /// written by one encoder and lost by the other).
+    #[test]
+    fn the_head_parser_refuses_the_bytes_the_header_types_refuse() {
+        for bad in [&b"a\x7fb"[..], b"a\x01b", b"a\x00b", b"a\x1bb", b"a\rb"] {
+            let mut raw = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+            raw.extend_from_slice(bad);
+            raw.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            let parsed = super::parse_head(&mut bytes::BytesMut::from(&raw[..]));
+            assert!(parsed.is_err(), "{bad:?} was read");
+            assert!(http::HeaderValue::from_bytes(bad).is_err());
+        }
+        let mut raw = b"HTTP/1.1 200 OK\r\nX-Tab: a\tb\r\nX-Obs: caf\xe9\r\n".to_vec();
+        raw.extend_from_slice(b"X.Odd~Name!: 1\r\n\r\n");
+        let head = super::parse_head(&mut bytes::BytesMut::from(&raw[..]))
+            .ok()
+            .flatten()
+            .expect("read");
+        let mut map = http::HeaderMap::new();
+        head.fields.append_to(&mut map);
+        assert_eq!(map.len(), 3, "{map:?}");
+        assert_eq!(map["x-tab"].as_bytes(), b"a\tb");
+        assert_eq!(map["x-obs"].as_bytes(), b"caf\xe9");
+        assert_eq!(map["x.odd~name!"], "1");
     }
 
     #[test]

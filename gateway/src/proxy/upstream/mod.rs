@@ -6,7 +6,7 @@
 //! [`Upstream::send`] is the only per-request entry point. Per request it takes one short lock,
 //! the endpoint's idle-connection list (twice: checkout and return; the circuit breaker's mutex
 //! is only touched while the upstream is failing), and allocates the request head, the response
-//! header map and a copy of the headers when the request may be retried.
+//! fields' offsets and a copy of the headers when the request may be retried.
 
 mod breaker;
 mod budget;
@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod endpoint;
 mod error;
+mod fields;
 mod h1;
 /// The upstream response reader against hyper's client (tests and the `http1` fuzz target).
 #[cfg(any(test, feature = "fuzzing"))]
@@ -29,6 +30,7 @@ use hyper::body::Body as _;
 use tokio::{task::AbortHandle, time::Instant};
 
 pub use self::client::{NoVerification, UpstreamBody};
+pub use self::fields::ResponseFields;
 use self::{
     breaker::{Breaker, millis},
     budget::RetryBudget,
@@ -240,11 +242,15 @@ impl Upstream {
     /// 502/503/504, at most `retries.attempts` times, on another endpoint when there is one,
     /// within the retry budget, and not while the breaker is open or half-open.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.send_with(req, &Added::default()).await
+        let mut response = self.send_with(req, &Added::default()).await?;
+        UpstreamBody::fields_into_map(&mut response);
+        Ok(response)
     }
 
     /// [`Upstream::send`] with headers the gateway sets (forwarding, request id) beside
-    /// `req`'s own.
+    /// `req`'s own. A response read by the gateway's own HTTP/1.1 client comes with an empty
+    /// header map and its fields in the body ([`UpstreamBody::take_fields`]): the proxy's
+    /// HTTP/1.1 encoder writes them from the bytes they came in.
     pub async fn send_with(
         &self,
         req: Request<Body>,
