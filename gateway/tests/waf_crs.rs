@@ -281,6 +281,11 @@ fn response_complete(buf: &[u8]) -> bool {
 }
 
 fn proxy_yaml(backend: &Backend, waf: &str) -> String {
+    proxy_yaml_with_route_waf(backend, waf, "on")
+}
+
+/// [`proxy_yaml`] with the route's `waf:` setting given (`on`, `{ graphql: true }`, ...).
+fn proxy_yaml_with_route_waf(backend: &Backend, waf: &str, route_waf: &str) -> String {
     format!(
         r#"
 listeners: [{{ name: main, address: "127.0.0.1:0" }}]
@@ -289,7 +294,7 @@ http: {{ max_uri_bytes: 64KiB, max_header_bytes: 256KiB, max_headers: 1000 }}
 upstreams:
   echo: {{ endpoints: ["{}"] }}
 routes:
-  - {{ name: all, match: {{ prefix: / }}, upstream: echo, waf: on }}
+  - {{ name: all, match: {{ prefix: / }}, upstream: echo, waf: {route_waf} }}
 waf:
 {waf}"#,
         backend.url()
@@ -546,6 +551,16 @@ async fn replay_benign(
     cases: &[Benign],
     waf: &str,
 ) -> HashMap<String, (u16, BTreeSet<u32>, Vec<String>)> {
+    replay_benign_on(backend, cases, waf, "on").await
+}
+
+/// [`replay_benign`] on a route whose `waf:` setting is `route_waf`.
+async fn replay_benign_on(
+    backend: &Backend,
+    cases: &[Benign],
+    waf: &str,
+    route_waf: &str,
+) -> HashMap<String, (u16, BTreeSet<u32>, Vec<String>)> {
     let tmp = TempDir::new("waf-benign");
     let audit = tmp.0.join("audit.jsonl");
     let waf = format!(
@@ -553,7 +568,7 @@ async fn replay_benign(
         crs_dir().display(),
         audit.display()
     );
-    let proxy = start(&proxy_yaml(backend, &waf)).await;
+    let proxy = start(&proxy_yaml_with_route_waf(backend, &waf, route_waf)).await;
     let addr = proxy.addr("main").expect("listener");
     let mut out: HashMap<String, (u16, BTreeSet<u32>, Vec<String>)> = replay(
         addr,
@@ -706,4 +721,127 @@ async fn legitimate_api_traffic_against_crs_at_paranoia_1() {
         pl2.values().filter(|(_, ids, _)| !ids.is_empty()).count(),
         cases.len()
     );
+}
+
+/// A request to `/graphql` as the wire carries it: `GET` with `query` in the query string, or
+/// `POST` with a JSON body.
+fn graphql_request(request_id: &str, get_query: Option<&str>, json: Option<&str>) -> Benign {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut bytes = match (get_query, json) {
+        (Some(q), _) => format!(
+            "GET /graphql?query={} HTTP/1.1\r\nHost: api.example.com\r\n\
+             Accept: application/json\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n\r\n",
+            enc(q)
+        )
+        .into_bytes(),
+        (None, body) => {
+            let body = body.unwrap_or_default();
+            format!(
+                "POST /graphql HTTP/1.1\r\nHost: api.example.com\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\
+                 X-Request-Id: {request_id}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+    };
+    bytes.shrink_to_fit();
+    Benign {
+        request_id: request_id.to_owned(),
+        bytes,
+        refused_by: None,
+    }
+}
+
+/// On a route marked `graphql`, GraphQL documents are judged by their literal values: the
+/// corpus's GraphQL requests that CRS refuses for their syntax pass with no rule fired, while
+/// an injection in a literal, in the variables, in a batch or in a `query` that is not GraphQL
+/// is still refused by the SQL injection rules.
+#[tokio::test]
+async fn graphql_documents_are_judged_by_their_values_on_a_graphql_route() {
+    assert!(
+        crs_dir().join("rules").is_dir(),
+        "CRS rules are needed at {} (or set GATEWAY_CRS_DIR)",
+        crs_dir().display()
+    );
+    let backend = Backend::start("echo").await;
+    // JSON-borne GraphQL from the benign corpus (the raw `application/graphql` one is CRS's
+    // content-type policy, not a misreading).
+    let mut cases: Vec<Benign> = benign_cases()
+        .into_iter()
+        .filter(|c| {
+            c.request_id.starts_with("benign-graphql-") && c.request_id != "benign-graphql-raw-body"
+        })
+        .collect();
+    assert_eq!(cases.len(), 3, "the corpus's GraphQL-over-JSON requests");
+    assert!(
+        cases.iter().any(|c| c.refused_by.is_some()),
+        "some of them are refused on a route that is not marked"
+    );
+    let benign_get = "query Order($id: ID!) { order(id: $id) { id status items { sku } } }";
+    cases.push(graphql_request("gql-get-benign", Some(benign_get), None));
+    let pl1 = "  paranoia: 1\n  mode: block\n";
+    let marked = replay_benign_on(&backend, &cases, pl1, "{ graphql: true }").await;
+    for c in &cases {
+        let (status, ids, what) = &marked[&c.request_id];
+        assert!(
+            *status == 200 && ids.is_empty(),
+            "{} on the graphql route: status {status}, {what:?}",
+            c.request_id
+        );
+    }
+
+    let sqli = "x' UNION SELECT password FROM users--";
+    let attacks = [
+        graphql_request(
+            "gql-literal",
+            None,
+            Some(&format!(
+                r#"{{"query":"{{ users(filter: \"{sqli}\") {{ id }} }}"}}"#
+            )),
+        ),
+        graphql_request(
+            "gql-variables",
+            None,
+            Some(&format!(
+                r#"{{"query":"query($f: String) {{ users(filter: $f) {{ id }} }}","variables":{{"f":"{sqli}"}}}}"#
+            )),
+        ),
+        graphql_request(
+            "gql-batch",
+            None,
+            Some(&format!(
+                r#"[{{"query":"{{ a }}"}},{{"query":"{{ users(filter: \"{sqli}\") {{ id }} }}"}}]"#
+            )),
+        ),
+        graphql_request(
+            "gql-not-graphql",
+            None,
+            Some(&format!(r#"{{"query":"{sqli}"}}"#)),
+        ),
+        graphql_request(
+            "gql-get-literal",
+            Some(&format!(r#"{{ users(filter: "{sqli}") {{ id }} }}"#)),
+            None,
+        ),
+    ];
+    let refused = replay_benign_on(&backend, &attacks, pl1, "{ graphql: true }").await;
+    for a in &attacks {
+        let (status, ids, what) = &refused[&a.request_id];
+        assert!(
+            *status == 403 && ids.iter().any(|i| (942000..943000).contains(i)),
+            "{} on the graphql route: status {status}, {what:?}",
+            a.request_id
+        );
+    }
 }

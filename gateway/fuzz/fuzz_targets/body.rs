@@ -1,4 +1,5 @@
-//! The request body processors (urlencoded, JSON, multipart, XML) on arbitrary bodies.
+//! The request body processors (urlencoded, JSON, multipart, XML) on arbitrary bodies, and the
+//! GraphQL reading of a route marked `graphql` (documents replaced by their literal values).
 #![no_main]
 
 use gateway::waf::body;
@@ -18,5 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let Some(processor) = body::processor_for(content_type) else { return };
     let mut request = RequestData::default();
     body::process(&mut request, processor, body, content_type, 1000);
+    body::graphql::expand_documents(&mut request, true, 1000);
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = body::graphql::literals(text);
+    }
     let _ = body::parse_cookies(body);
 });

@@ -523,7 +523,9 @@ mod tests {
             assert_eq!(prefix, format!("{name}: ").as_bytes());
         }
         let mut policy = SecurityHeaders::default();
-        policy.extra.insert("Permissions-Policy".into(), "camera=()".into());
+        policy
+            .extra
+            .insert("Permissions-Policy".into(), "camera=()".into());
         let policy = ResponsePolicy::new(&policy, true);
         let mut added = forwarding(
             &mut HeaderMap::new(),
@@ -542,8 +544,14 @@ mod tests {
             .map(|(n, v)| format!("{n}: {}\r\n", v.to_str().expect("ascii")))
             .collect();
         assert_eq!(String::from_utf8_lossy(&lines), expected);
-        assert!(expected.contains("permissions-policy: camera=()\r\n"), "{expected}");
-        assert!(expected.contains("strict-transport-security: "), "{expected}");
+        assert!(
+            expected.contains("permissions-policy: camera=()\r\n"),
+            "{expected}"
+        );
+        assert!(
+            expected.contains("strict-transport-security: "),
+            "{expected}"
+        );
     }
 
     #[test]

@@ -170,10 +170,12 @@ impl Router {
             )
             .map_err(|e| (i, e))?;
             let waf = match &c.waf {
-                Some(w) if w.enabled() => Some(std::sync::Arc::new(
-                    crate::waf::stage::compile_exclusions(w.exclusions())
-                        .map_err(|e| (i, e.to_string()))?,
-                )),
+                Some(w) if w.enabled() => {
+                    let mut route = crate::waf::stage::compile_exclusions(w.exclusions())
+                        .map_err(|e| (i, e.to_string()))?;
+                    route.graphql = w.graphql();
+                    Some(std::sync::Arc::new(route))
+                }
                 _ => None,
             };
             routes.push(Route {

@@ -177,6 +177,12 @@ pub struct RouteWafDetail {
     /// Exclusions for this route only, on top of `waf.exclusions`.
     #[serde(default)]
     pub exclusions: Vec<WafExclusion>,
+    /// The route serves GraphQL over HTTP: a `query` argument (query string) or `query` member
+    /// (JSON body, batches too) that parses as a GraphQL document is judged by its literal values
+    /// (strings, numbers), not by its syntax, which CRS misreads as injection. One that does not
+    /// parse is judged as it is.
+    #[serde(default)]
+    pub graphql: bool,
 }
 
 fn yes() -> bool {
@@ -189,6 +195,10 @@ impl RouteWaf {
             RouteWaf::Switch(s) => *s == OnOff::On,
             RouteWaf::Detailed(d) => d.enabled,
         }
+    }
+
+    pub fn graphql(&self) -> bool {
+        matches!(self, RouteWaf::Detailed(d) if d.graphql)
     }
 
     pub fn exclusions(&self) -> &[WafExclusion] {

@@ -318,6 +318,9 @@ pub struct Exclusions {
     pub ids: Vec<(u32, u32)>,
     pub tags: Vec<String>,
     pub targets: Vec<(RuleSel, Exclusion)>,
+    /// Not an exclusion but the route's other WAF setting, carried with them: the route serves
+    /// GraphQL over HTTP, and its documents are judged by their values ([`body::graphql`]).
+    pub graphql: bool,
 }
 
 /// Values collected for links, per phase (the request data does not change within one).
@@ -933,6 +936,10 @@ impl Engine {
     pub fn inspect(&self, req: &HttpInput<'_>, excl: &Exclusions) -> Outcome {
         let mut data = RequestData::default();
         fill_head(&mut data, req);
+        if excl.graphql {
+            // The query string has no argument limit: none of its values is dropped.
+            body::graphql::expand_documents(&mut data, false, usize::MAX);
+        }
         let chains = self.rules.chains.len();
         let mut st = if self.folds.hold_with(excl) {
             let f = &self.folds;
@@ -950,6 +957,9 @@ impl Engine {
                 .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
                 .map_or(&b""[..], |(_, v)| *v);
             fill_body(&mut data, req.body.unwrap_or(b""), ct, &st, self.max_args);
+            if excl.graphql && body::graphql::expand_documents(&mut data, true, self.max_args) {
+                body::too_many_args(&mut data, self.max_args);
+            }
             flow = self.run_phase(2, &data, &mut st);
         }
         let num = |k: &str| {

@@ -163,10 +163,15 @@ impl Waf {
 
     /// Runs the engine with the global and `route` exclusions.
     pub fn inspect(&self, input: &HttpInput<'_>, route: &Exclusions) -> Outcome {
-        if route.ids.is_empty() && route.tags.is_empty() && route.targets.is_empty() {
+        if route.ids.is_empty()
+            && route.tags.is_empty()
+            && route.targets.is_empty()
+            && !route.graphql
+        {
             return self.engine.inspect(input, &self.global);
         }
         let mut all = self.global.clone();
+        all.graphql = route.graphql;
         all.ids.extend_from_slice(&route.ids);
         all.tags.extend_from_slice(&route.tags);
         all.targets.extend(route.targets.iter().cloned());

@@ -2,6 +2,7 @@
 //! (`ARGS_POST`, `FILES`, `XML`, `REQBODY_ERROR`). URL-encoded forms, JSON (flattened as
 //! `json.a.b` / `json.list.0`), multipart (strict, with the flags CRS reads) and minimal XML.
 
+pub mod graphql;
 mod json;
 mod multipart;
 mod xml;
@@ -75,7 +76,8 @@ pub fn process(
     }
 }
 
-fn too_many_args(data: &mut RequestData, max_args: usize) {
+/// Marks the body as cut at `max_args` arguments (`REQBODY_ERROR`, `args_truncated`).
+pub(super) fn too_many_args(data: &mut RequestData, max_args: usize) {
     data.args_truncated = true;
     data.reqbody_error = true;
     data.reqbody_error_msg = format!("too many arguments: more than {max_args}");
