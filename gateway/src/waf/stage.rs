@@ -21,6 +21,9 @@ use crate::proxy::{
 pub struct Waf {
     engine: Engine,
     global: Exclusions,
+    /// `global` for a route that serves GraphQL and has no exclusions of its own: made once,
+    /// not cloned per request.
+    global_graphql: Exclusions,
     audit: Option<Mutex<std::fs::File>>,
     body_limit: usize,
     /// Refuse bodies over `body_limit` (block mode with `reject`); else inspect their start.
@@ -147,9 +150,14 @@ impl Waf {
             Some(p) => Some(Mutex::new(open_append(p)?)),
             None => None,
         };
+        let global_graphql = Exclusions {
+            graphql: true,
+            ..global.clone()
+        };
         Ok(Self {
             engine,
             global,
+            global_graphql,
             audit,
             body_limit: section.body_limit,
             reject_oversized: section.mode == WafMode::Block
@@ -163,12 +171,13 @@ impl Waf {
 
     /// Runs the engine with the global and `route` exclusions.
     pub fn inspect(&self, input: &HttpInput<'_>, route: &Exclusions) -> Outcome {
-        if route.ids.is_empty()
-            && route.tags.is_empty()
-            && route.targets.is_empty()
-            && !route.graphql
-        {
-            return self.engine.inspect(input, &self.global);
+        if route.ids.is_empty() && route.tags.is_empty() && route.targets.is_empty() {
+            let global = if route.graphql {
+                &self.global_graphql
+            } else {
+                &self.global
+            };
+            return self.engine.inspect(input, global);
         }
         let mut all = self.global.clone();
         all.graphql = route.graphql;

@@ -186,18 +186,8 @@ mod tests {
         let bad = data.arg_entry("json.0.query", "1 or 1=1");
         data.args_post = vec![doc, other, bad];
         assert!(!expand_documents(&mut data, true, 100));
-        let args: Vec<_> = data
-            .args_post
-            .iter()
-            .map(|e| {
-                (
-                    String::from_utf8_lossy(&e.key).into_owned(),
-                    String::from_utf8_lossy(&e.value).into_owned(),
-                )
-            })
-            .collect();
         assert_eq!(
-            args,
+            super::super::arg_pairs(&data.args_post),
             [
                 ("json.query.0".into(), "v1".into()),
                 ("json.query.1".into(), "2".into()),

@@ -159,6 +159,19 @@ pub fn parse_cookies(s: &[u8]) -> Pairs {
         .collect()
 }
 
+/// Arguments as (name, value) text, for assertions.
+#[cfg(test)]
+pub(super) fn arg_pairs(args: &[super::variables::Entry]) -> Vec<(String, String)> {
+    args.iter()
+        .map(|e| {
+            (
+                String::from_utf8_lossy(&e.key).into_owned(),
+                String::from_utf8_lossy(&e.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,16 +186,7 @@ mod tests {
             b"application/json",
             1000,
         );
-        let got: Vec<(String, String)> = d
-            .args_post
-            .iter()
-            .map(|e| {
-                (
-                    String::from_utf8_lossy(&e.key).into_owned(),
-                    String::from_utf8_lossy(&e.value).into_owned(),
-                )
-            })
-            .collect();
+        let got = arg_pairs(&d.args_post);
         assert_eq!(
             got,
             vec![
