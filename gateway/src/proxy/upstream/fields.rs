@@ -4,7 +4,7 @@
 //! for a response something reads by name (a route with CORS, a response filter or stage
 //! headers) or that leaves through hyper (HTTP/2 clients). Per proxied request that is the
 //! `HeaderName` lookups, value copies into `Bytes` handles, the hashed map inserts and its drop
-//! saved (~2.5k of ~22.6k user-space instructions, callgrind, `cargo xtask bench l7`'s backend).
+//! saved (22.7k -> 21.5k user-space instructions, callgrind, `cargo xtask bench l7`'s backend).
 //! httparse has checked the names (tokens) and the values (no control bytes) against the same
 //! rules `http`'s types apply, so a field written here is one the map would have held.
 
