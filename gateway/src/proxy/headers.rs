@@ -20,6 +20,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Every hop-by-hop field name, as text: [`HOP_BY_HOP`] and `upgrade` (what the upstream client
+/// marks in a response it keeps as bytes, `upstream::ResponseFields`). One list: a unit test
+/// holds the two forms together.
+pub(super) const HOP_BY_HOP_NAMES: [&[u8]; 9] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Per request, twice: most messages carry none of these, and one pass over their few names
@@ -514,6 +529,13 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "public.example");
         assert_eq!(h["x-real-ip"], "10.0.0.1");
         assert_eq!(h.len(), 5, "{h:?}");
+    }
+
+    #[test]
+    fn the_hop_by_hop_names_are_one_list() {
+        let maps = [HOP_BY_HOP.as_slice(), &[header::UPGRADE]].concat();
+        let names: Vec<&[u8]> = maps.iter().map(|n| n.as_str().as_bytes()).collect();
+        assert_eq!(names, HOP_BY_HOP_NAMES);
     }
 
     /// The HTTP/1 encoders write what hyper's get inserted: the same names and values.

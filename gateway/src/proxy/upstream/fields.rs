@@ -11,19 +11,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop fields (RFC 9110 7.6.1; `proxy-connection` and `keep-alive` as deployed): they
-/// never cross the gateway, nor do the fields `Connection` names.
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
+// Hop-by-hop fields never cross the gateway, nor do the fields `Connection` names.
+use crate::proxy::headers::HOP_BY_HOP_NAMES as HOP_BY_HOP;
 
 /// One field: offsets of its name and value in the head.
 #[derive(Clone, Copy, Debug)]
