@@ -844,4 +844,17 @@ async fn graphql_documents_are_judged_by_their_values_on_a_graphql_route() {
             a.request_id
         );
     }
+
+    // A comment is ignored by the server but shown by whatever logs the document: judged too.
+    let xss_in_comment = graphql_request(
+        "gql-comment",
+        None,
+        Some(r#"{"query":"{ a }\n# <script>alert(document.cookie)</script>"}"#),
+    );
+    let refused = replay_benign_on(&backend, &[xss_in_comment], pl1, "{ graphql: true }").await;
+    let (status, ids, what) = &refused["gql-comment"];
+    assert!(
+        *status == 403 && ids.iter().any(|i| (941000..942000).contains(i)),
+        "an XSS payload in a GraphQL comment: status {status}, {what:?}"
+    );
 }

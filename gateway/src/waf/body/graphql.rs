@@ -6,8 +6,9 @@
 //! (932235). A GraphQL server only ever reads that field as a GraphQL document, and what reaches
 //! its resolvers from it are the literal values (strings, numbers); names are identifiers
 //! (`[_A-Za-z][_0-9A-Za-z]*`), comments are ignored. So on a route marked `graphql`, an argument
-//! that holds a document which parses as GraphQL is replaced by its literal values, each an
-//! argument the rules judge as they judge any value. A value that does not parse stays as it
+//! that holds a document which parses as GraphQL is replaced by its literal values and the text
+//! of its comments (which a server ignores but a log shows), each an argument the rules judge
+//! as they judge any value. A value that does not parse stays as it
 //! is: the rules see all of it, and the server would refuse it anyway. Variables travel as JSON
 //! (`variables`) and are inspected as JSON arguments already.
 //!
@@ -22,8 +23,9 @@ use super::super::variables::{Entry, RequestData};
 /// as GraphQL and keeps its text as the argument.
 const RECURSION_LIMIT: usize = 128;
 
-/// The literal values of `doc` in document order (string contents unescaped, numbers as
-/// written), or `None` when it is not a GraphQL document.
+/// The literal values and comment texts of `doc` in document order (string contents
+/// unescaped, numbers as written, comments without their `#`), or `None` when it is not a
+/// GraphQL document.
 pub fn literals(doc: &str) -> Option<Vec<Vec<u8>>> {
     let tree = Parser::new(doc).recursion_limit(RECURSION_LIMIT).parse();
     // Past the recursion limit is an error too.
@@ -33,15 +35,28 @@ pub fn literals(doc: &str) -> Option<Vec<Vec<u8>>> {
     let document = tree.document();
     let syntax = cst::CstNode::syntax(&document);
     let mut out = Vec::new();
-    for node in syntax.descendants() {
-        match node.kind() {
+    for element in syntax.descendants_with_tokens() {
+        match element.kind() {
             SyntaxKind::STRING_VALUE => {
-                if let Some(s) = <cst::StringValue as cst::CstNode>::cast(node) {
+                if let Some(s) = element
+                    .into_node()
+                    .and_then(<cst::StringValue as cst::CstNode>::cast)
+                {
                     out.push(String::from(&s).into_bytes());
                 }
             }
             SyntaxKind::INT_VALUE | SyntaxKind::FLOAT_VALUE => {
-                out.push(node.text().to_string().into_bytes());
+                if let Some(node) = element.as_node() {
+                    out.push(node.text().to_string().into_bytes());
+                }
+            }
+            // A server ignores comments, but a log or a tool that shows the raw document does
+            // not: a payload hidden in one is judged like a value.
+            SyntaxKind::COMMENT => {
+                if let Some(token) = element.as_token() {
+                    let text = token.text();
+                    out.push(text.strip_prefix('#').unwrap_or(text).as_bytes().to_vec());
+                }
             }
             _ => {}
         }
@@ -141,6 +156,7 @@ mod tests {
         assert_eq!(
             text(literals(doc)),
             Some(vec![
+                " list the first users".into(),
                 "10".into(),
                 "O'Brien".into(),
                 "4.5".into(),
