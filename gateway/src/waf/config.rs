@@ -179,8 +179,8 @@ pub struct RouteWafDetail {
     pub exclusions: Vec<WafExclusion>,
     /// The route serves GraphQL over HTTP: a `query` argument (query string) or `query` member
     /// (JSON body, batches too) that parses as a GraphQL document is judged by its literal values
-    /// (strings, numbers), not by its syntax, which CRS misreads as injection. One that does not
-    /// parse is judged as it is.
+    /// (strings, numbers) and its comments, not by its syntax, which CRS misreads as injection.
+    /// One that does not parse is judged as it is.
     #[serde(default)]
     pub graphql: bool,
 }
