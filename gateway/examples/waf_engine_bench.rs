@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use gateway::waf::{Engine, Exclusions, HttpInput, Mode, WafSection, load_rules};
+use gateway::waf::{Engine, HttpInput, Mode, Tuning, WafSection, load_rules};
 
 /// The gateway's allocator (see `main.rs`), so that the engine is measured as it runs there.
 #[global_allocator]
@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.rule_count(),
         t.elapsed()
     );
-    let excl = Exclusions::default();
+    let excl = Tuning::default();
     let only: Option<usize> = std::env::var("BENCH_SIZE")
         .ok()
         .and_then(|s| s.parse().ok());

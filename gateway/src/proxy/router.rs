@@ -52,7 +52,7 @@ pub struct Route {
     /// Rights this route requires (`authz`).
     pub require: Option<std::sync::Arc<crate::authz::RouteRequire>>,
     /// The WAF runs on this route, with these route-level exclusions.
-    pub waf: Option<std::sync::Arc<crate::waf::Exclusions>>,
+    pub waf: Option<std::sync::Arc<crate::waf::Tuning>>,
     /// Its Prometheus series, resolved on the first request it answers.
     pub metrics: std::sync::OnceLock<crate::telemetry::metrics::RouteMetrics>,
     host: HostMatch,

@@ -112,7 +112,7 @@ struct State {
 }
 
 impl State {
-    fn new(tx: Tx, matched: MatchedState, excl: &Exclusions, chains: usize, folded: bool) -> Self {
+    fn new(tx: Tx, matched: MatchedState, excl: &Tuning, chains: usize, folded: bool) -> Self {
         let (values, literal_hits, steps) = VALUES.take().unwrap_or_default();
         Self {
             folded,
@@ -311,15 +311,16 @@ pub enum RuleSel {
     Tag(String),
 }
 
-/// Rules and targets removed for a route (and from the global configuration), on top of what
-/// the rules' own `ctl` actions remove.
+/// How one route's requests are inspected (the global configuration's part merged in): rules
+/// and targets removed, on top of what the rules' own `ctl` actions remove, and how its
+/// arguments are read.
 #[derive(Clone, Debug, Default)]
-pub struct Exclusions {
+pub struct Tuning {
     pub ids: Vec<(u32, u32)>,
     pub tags: Vec<String>,
     pub targets: Vec<(RuleSel, Exclusion)>,
-    /// Not an exclusion but the route's other WAF setting, carried with them: the route serves
-    /// GraphQL over HTTP, and its documents are judged by their values ([`body::graphql`]).
+    /// The route serves GraphQL over HTTP: its documents are judged by their values
+    /// ([`body::graphql`]).
     pub graphql: bool,
 }
 
@@ -891,7 +892,7 @@ impl Engine {
         let mut st = State::new(
             Tx::new(Arc::new(TxStart::from(tx.clone()))),
             (None, Vec::new()),
-            &Exclusions::default(),
+            &Tuning::default(),
             self.rules.chains.len(),
             false,
         );
@@ -933,7 +934,7 @@ impl Engine {
     }
 
     /// Runs phases 1 and 2 over `req`.
-    pub fn inspect(&self, req: &HttpInput<'_>, excl: &Exclusions) -> Outcome {
+    pub fn inspect(&self, req: &HttpInput<'_>, excl: &Tuning) -> Outcome {
         let mut data = RequestData::default();
         fill_head(&mut data, req);
         if excl.graphql {
@@ -2022,11 +2023,11 @@ mod tests {
     }
 
     fn ids(e: &Engine, target: &str) -> Vec<u32> {
-        ids_with(e, target, &Exclusions::default())
+        ids_with(e, target, &Tuning::default())
     }
 
     /// The ids of the rules that matched a GET of `target` with `excl` removed.
-    fn ids_with(e: &Engine, target: &str, excl: &Exclusions) -> Vec<u32> {
+    fn ids_with(e: &Engine, target: &str, excl: &Tuning) -> Vec<u32> {
         let input = HttpInput {
             method: "GET",
             target,
@@ -2166,14 +2167,14 @@ SecMarker END2
 "#,
         );
         assert_eq!(decided(&e, 1), [(8, true), (2, true), (4, true)]);
-        let none = Exclusions::default();
-        let by_id = Exclusions {
+        let none = Tuning::default();
+        let by_id = Tuning {
             ids: vec![(8, 8)],
-            ..Exclusions::default()
+            ..Tuning::default()
         };
-        let by_tag = Exclusions {
+        let by_tag = Tuning {
             tags: vec!["SETUP".into()],
-            ..Exclusions::default()
+            ..Tuning::default()
         };
         assert_eq!(ids_with(&e, "/?q=evil", &none), Vec::<u32>::new());
         assert_eq!(ids_with(&e, "/?off=1&q=evil", &none), vec![3, 5]);

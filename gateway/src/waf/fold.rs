@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use super::{
     actions::{Action, Ctl, Macro, SetOp},
-    engine::{Exclusions, Matched},
+    engine::{Matched, Tuning},
     rule::{Disruptive, Item, Rule, RuleSet},
     tx::TxMap,
     variables::{Selector, Var},
@@ -188,7 +188,7 @@ impl Folds {
 
     /// Whether folding holds for a request with these exclusions: none removes a folded rule
     /// or a TX variable from a rule.
-    pub(super) fn hold_with(&self, excl: &Exclusions) -> bool {
+    pub(super) fn hold_with(&self, excl: &Tuning) -> bool {
         excl.ids.iter().all(|&(a, b)| !self.covers(a, b))
             && excl.tags.iter().all(|t| !self.has_tag(t))
             && excl.targets.iter().all(|(_, e)| !e.can_cover(Var::Tx))

@@ -23,7 +23,7 @@ pub mod variables;
 use std::path::PathBuf;
 
 pub use config::{RouteWaf, WafSection};
-pub use engine::{Engine, Exclusions, HttpInput, Mode, Outcome, RuleMatch};
+pub use engine::{Engine, HttpInput, Mode, Outcome, RuleMatch, Tuning};
 pub use stage::Waf;
 
 /// Loading rules failed: which file and line, and why.
@@ -103,7 +103,7 @@ mod tests {
         assert!(engine.rule_count() > 300, "{}", engine.rule_count());
         let out = engine.inspect(
             &get("/search?q=1'%20or%20'1'='1", vec![HOST, UA, ACCEPT]),
-            &Exclusions::default(),
+            &Tuning::default(),
         );
         let ids: Vec<u32> = out.matches.iter().map(|m| m.id).collect();
         assert_eq!(out.blocked_by, Some(949110), "{ids:?}");
@@ -115,7 +115,7 @@ mod tests {
 
         let ok = engine.inspect(
             &get("/orders/42?expand=items", vec![HOST, UA, ACCEPT]),
-            &Exclusions::default(),
+            &Tuning::default(),
         );
         assert!(ok.matches.is_empty(), "{:?}", ok.matches);
         assert_eq!(ok.blocked_by, None);
@@ -140,7 +140,7 @@ mod tests {
             remote_addr: "127.0.0.1".parse().expect("ip"),
             request_id: "t2",
         };
-        let out = engine.inspect(&input, &Exclusions::default());
+        let out = engine.inspect(&input, &Tuning::default());
         assert!(out.blocked_by.is_some(), "{:?}", out.matches);
         assert!(
             out.matches
@@ -173,7 +173,7 @@ mod tests {
             remote_addr: "127.0.0.1".parse().expect("ip"),
             request_id: "t3",
         };
-        let out = engine.inspect(&input, &Exclusions::default());
+        let out = engine.inspect(&input, &Tuning::default());
         let ids: Vec<u32> = out.matches.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![920180]);
         assert_eq!(out.anomaly_score, 3);
@@ -185,7 +185,7 @@ mod tests {
         let engine = crs_engine(1, "detect");
         let out = engine.inspect(
             &get("/?x=/etc/passwd", vec![HOST, UA, ACCEPT]),
-            &Exclusions::default(),
+            &Tuning::default(),
         );
         assert_eq!(out.blocked_by, None);
         assert!(

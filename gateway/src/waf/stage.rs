@@ -8,7 +8,7 @@ use http::StatusCode;
 use super::{
     WafError,
     config::{BodyLimitAction, WafExclusion, WafMode, WafSection},
-    engine::{Engine, Exclusions, HttpInput, Mode, Outcome, RuleSel},
+    engine::{Engine, HttpInput, Mode, Outcome, RuleSel, Tuning},
     load_rules, rule, seclang,
     variables::{Parsed, parse_target},
 };
@@ -20,10 +20,10 @@ use crate::proxy::{
 /// One generation's WAF.
 pub struct Waf {
     engine: Engine,
-    global: Exclusions,
+    global: Tuning,
     /// `global` for a route that serves GraphQL and has no exclusions of its own: made once,
     /// not cloned per request.
-    global_graphql: Exclusions,
+    global_graphql: Tuning,
     audit: Option<Mutex<std::fs::File>>,
     body_limit: usize,
     /// Refuse bodies over `body_limit` (block mode with `reject`); else inspect their start.
@@ -31,8 +31,8 @@ pub struct Waf {
 }
 
 /// Compiles `waf.exclusions`-style entries.
-pub fn compile_exclusions(list: &[WafExclusion]) -> Result<Exclusions, WafError> {
-    let mut out = Exclusions::default();
+pub fn compile_exclusions(list: &[WafExclusion]) -> Result<Tuning, WafError> {
+    let mut out = Tuning::default();
     for e in list {
         let mut ranges = Vec::new();
         for id in &e.ids {
@@ -150,7 +150,7 @@ impl Waf {
             Some(p) => Some(Mutex::new(open_append(p)?)),
             None => None,
         };
-        let global_graphql = Exclusions {
+        let global_graphql = Tuning {
             graphql: true,
             ..global.clone()
         };
@@ -170,7 +170,7 @@ impl Waf {
     }
 
     /// Runs the engine with the global and `route` exclusions.
-    pub fn inspect(&self, input: &HttpInput<'_>, route: &Exclusions) -> Outcome {
+    pub fn inspect(&self, input: &HttpInput<'_>, route: &Tuning) -> Outcome {
         if route.ids.is_empty() && route.tags.is_empty() && route.targets.is_empty() {
             let global = if route.graphql {
                 &self.global_graphql
@@ -191,7 +191,7 @@ impl Waf {
     /// finding (`waf_detected`).
     pub fn judge(
         &self,
-        route: &Exclusions,
+        route: &Tuning,
         ctx: &mut RequestContext<'_>,
         parts: &http::request::Parts,
     ) -> Result<(), Problem> {
