@@ -388,6 +388,7 @@ impl Proxy {
             );
         }
         self.flush_quotas();
+        self.shared.access_log.flush();
     }
 
     /// Writes the quota counters now (shutdown, drop): what a restart starts from.
@@ -551,6 +552,7 @@ async fn serve(
                 listener,
                 peer,
                 peer_value: super::headers::ip_value(peer.ip()),
+                peer_text: std::sync::OnceLock::new(),
                 tls: Some(info),
                 redirect_https_port: None,
             });
@@ -567,6 +569,7 @@ async fn serve(
                 listener,
                 peer,
                 peer_value: super::headers::ip_value(peer.ip()),
+                peer_text: std::sync::OnceLock::new(),
                 tls: None,
                 redirect_https_port,
             });

@@ -23,7 +23,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::{
     Body, BoxError,
-    access_log::{AccessLog, redact_query},
+    access_log::AccessLog,
     headers::{self, Added, X_REQUEST_ID},
     identity::TrustedProxies,
     normalize,
@@ -77,6 +77,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// `peer`'s address as a header value (forwarding headers), made once per connection.
     pub peer_value: HeaderValue,
+    /// `peer` as `ip:port` (access log), made on first use.
+    pub peer_text: std::sync::OnceLock<Box<str>>,
     pub tls: Option<TlsInfo>,
     pub redirect_https_port: Option<u16>,
 }
@@ -122,15 +124,12 @@ pub async fn respond(
     let request_id = request_id_value.to_str().unwrap_or_default();
     let client_ip = runtime.trusted.client_ip(conn.peer.ip(), req.headers());
     // What the access log needs, taken before the request is consumed; nothing when it is off.
+    // Clones share the request's bytes: nothing is copied or allocated for it.
     let log_fields = shared.access_log.enabled().then(|| {
         (
             req.method().clone(),
-            req.uri().path().to_owned(),
-            req.uri().query().map(redact_query),
-            req.headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            req.uri().clone(),
+            req.headers().get(header::USER_AGENT).cloned(),
         )
     });
 
@@ -204,17 +203,27 @@ pub async fn respond(
         (resp, outcome)
     };
 
-    if let Some((method, path_for_log, query_for_log, user_agent)) = log_fields {
+    if let Some((method, uri, user_agent)) = log_fields {
+        let mut source_buf = [0u8; 64];
+        let source_ip = if client_ip == conn.peer.ip() {
+            conn.peer_value.to_str().unwrap_or_default()
+        } else {
+            headers::format_addr(&mut source_buf, client_ip, None)
+        };
+        let client = conn.peer_text.get_or_init(|| {
+            let mut buf = [0u8; 64];
+            headers::format_addr(&mut buf, conn.peer.ip(), Some(conn.peer.port())).into()
+        });
         shared.access_log.log(&super::access_log::Entry {
             request_id,
             method: method.as_str(),
             status: resp.status().as_u16(),
             duration: started.elapsed(),
-            path: &path_for_log,
-            query: query_for_log.as_deref(),
-            source_ip: client_ip,
-            client: conn.peer,
-            user_agent: user_agent.as_deref(),
+            path: uri.path(),
+            query: uri.query(),
+            source_ip,
+            client,
+            user_agent: user_agent.as_ref().and_then(|v| v.to_str().ok()),
             listener: &conn.listener,
             route: outcome.route.map(|r| r.name.as_str()),
             upstream: outcome.route.map(|r| r.upstream.as_str()),
