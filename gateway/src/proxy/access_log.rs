@@ -574,4 +574,47 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_flush_or_the_last_handle_dropped_writes_what_waits_at_once() {
+        let out = Captured::default();
+        let log = AccessLog::to_writer(out.clone());
+        let entry = |id| Entry {
+            request_id: id,
+            method: "GET",
+            status: 200,
+            duration: Duration::ZERO,
+            path: "/",
+            query: None,
+            source_ip: "192.0.2.1",
+            client: "192.0.2.1:1",
+            user_agent: None,
+            listener: "main",
+            route: None,
+            upstream: None,
+            reason: None,
+        };
+        let ids = || {
+            let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+            text.lines()
+                .map(|l| {
+                    let j: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                    j["http"]["request"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        // Checked right after, well within the writer's interval (shutdown, process exit).
+        log.log(&entry("one"));
+        log.flush();
+        assert_eq!(ids(), ["one"]);
+        let other = log.clone();
+        log.log(&entry("two"));
+        drop(log);
+        other.log(&entry("three"));
+        drop(other);
+        assert_eq!(ids(), ["one", "two", "three"]);
+    }
 }
