@@ -19,10 +19,15 @@ struct Gateway {
 
 impl Gateway {
     fn start(config: &std::path::Path) -> Self {
+        Self::start_with_stdout(config, Stdio::null())
+    }
+
+    /// Started and ready, its stdout (the access log) going to `stdout`.
+    fn start_with_stdout(config: &std::path::Path, stdout: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn gateway");
@@ -56,6 +61,20 @@ impl Gateway {
                 "no `{needle}` in logs: {:?}",
                 self.logs.lock()
             );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and how the process ended (within 10 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -151,17 +170,8 @@ async fn daemon_lifecycle(workers: &str) {
     assert_eq!(backend_of(port).await, "b");
 
     // SIGTERM: clean exit.
-    let pid = nix::unistd::Pid::from_raw(gw.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
     let mut gw = gw;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = gw.terminate();
     assert!(status.success(), "{status}");
     assert_eq!(gw.count("stopped"), 1);
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,35 +198,18 @@ async fn the_access_log_is_a_json_line_per_request_on_stdout_and_survives_sigter
         ),
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gateway");
+    let mut gw = Gateway::start_with_stdout(&file, Stdio::piped());
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&lines);
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = gw.child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
         }
     });
-    let mut gw = Gateway {
-        child,
-        logs: Arc::new(Mutex::new(Vec::new())),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut conn = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "gateway not listening: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let local = conn.local_addr().expect("local");
     let mut ask = async |id: &str| {
         let req = format!(
@@ -265,16 +258,7 @@ async fn the_access_log_is_a_json_line_per_request_on_stdout_and_survives_sigter
     for i in 0..50 {
         ask(&format!("burst-{i}")).await;
     }
-    let pid = nix::unistd::Pid::from_raw(gw.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = gw.terminate();
     assert!(status.success(), "{status}");
     reader.join().expect("reader");
     let lines = lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
