@@ -1,11 +1,12 @@
 //! One JSON line per request (ECS field names where one fits). Query values under sensitive
 //! keys are redacted; headers (credentials, cookies) are never logged.
 //!
-//! Lines are appended to one buffer and a thread of its own writes it out, at the latest every
-//! [`FLUSH_EVERY`] (sooner once [`WAKE_AT`] bytes wait), as nginx's `access_log ... buffer=
-//! flush=` does: a request costs the formatting and a copy, never a system call, and a slow
-//! stdout blocks that thread, not a worker (the writer used to be a task on a worker's runtime
-//! doing blocking writes). Past [`MAX_PENDING`] bytes waiting, lines are dropped and counted.
+//! Lines are formatted per thread and appended to one buffer, which a thread of its own writes
+//! out at the latest every [`FLUSH_EVERY`] (sooner once [`WAKE_AT`] bytes wait), as nginx's
+//! `access_log ... buffer= flush=` does: a request costs the formatting and a copy, never a
+//! system call, and a slow stdout blocks that thread, not a worker (the writer used to be a task
+//! on a worker's runtime doing blocking writes). Past [`MAX_PENDING`] bytes waiting, lines are
+//! dropped and counted.
 //!
 //! The line is written by hand, not through serde: the shape is fixed, the keys need no
 //! escaping, and serde_json's per-byte escaping of keys and values made the line cost ~9,000
@@ -51,18 +52,31 @@ pub struct AccessLog {
 
 /// The buffer, the output and the writer thread's handle.
 struct Sink {
-    pending: Mutex<Pending>,
+    /// Lines not written yet.
+    pending: Mutex<Vec<u8>>,
     out: Mutex<Box<dyn Write + Send>>,
     writer: std::thread::Thread,
     dropped: AtomicU64,
 }
 
-/// Lines not written yet, and the timestamp's text for the current second.
-struct Pending {
-    buf: Vec<u8>,
+/// A thread's line being formatted, and the timestamp's text for the current second: the
+/// shared buffer's lock is held for the copy only, so workers do not queue behind each other's
+/// formatting.
+struct Scratch {
+    line: Vec<u8>,
     second: u64,
     /// `YYYY-MM-DDTHH:MM:SS` of `second`.
     stamp: [u8; 19],
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch {
+            line: Vec::new(),
+            second: u64::MAX,
+            stamp: [0; 19],
+        })
+    };
 }
 
 /// What one access-log line says, borrowed from the request that finished.
@@ -119,11 +133,7 @@ impl AccessLog {
             }
         };
         let sink = Arc::new(Sink {
-            pending: Mutex::new(Pending {
-                buf: Vec::with_capacity(WAKE_AT * 2),
-                second: u64::MAX,
-                stamp: [0; 19],
-            }),
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
             out: Mutex::new(Box::new(out)),
             writer,
             dropped: AtomicU64::new(0),
@@ -139,23 +149,33 @@ impl AccessLog {
             return;
         };
         let now = SystemTime::now();
-        let mut pending = sink.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.buf.len() >= MAX_PENDING {
-            drop(pending);
-            let dropped = sink.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            // Said, not per line: at 1, 2, 4, 8, ... lines.
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "access log: output too slow, lines dropped");
+        // A thread being torn down has no scratch left: its line is dropped.
+        let _ = SCRATCH.try_with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                line,
+                second,
+                stamp,
+            } = &mut *scratch;
+            line.clear();
+            write_line(line, (second, stamp), now, entry);
+            let mut pending = sink.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= MAX_PENDING {
+                drop(pending);
+                let dropped = sink.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Said, not per line: at 1, 2, 4, 8, ... lines.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(dropped, "access log: output too slow, lines dropped");
+                }
+                return;
             }
-            return;
-        }
-        let Pending { buf, second, stamp } = &mut *pending;
-        write_line(buf, (second, stamp), now, entry);
-        let wake = buf.len() >= WAKE_AT;
-        drop(pending);
-        if wake {
-            sink.writer.unpark();
-        }
+            pending.extend_from_slice(line);
+            let wake = pending.len() >= WAKE_AT;
+            drop(pending);
+            if wake {
+                sink.writer.unpark();
+            }
+        });
     }
 
     /// Writes what is buffered now (shutdown).
@@ -184,11 +204,11 @@ impl Sink {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         let batch = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if pending.buf.is_empty() {
+            if pending.is_empty() {
                 return;
             }
-            let capacity = pending.buf.capacity();
-            std::mem::replace(&mut pending.buf, Vec::with_capacity(capacity))
+            let capacity = pending.capacity();
+            std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
         };
         let _ = out.write_all(&batch);
         let _ = out.flush();
@@ -202,7 +222,7 @@ impl Drop for Sink {
 }
 
 /// Appends `entry` as one JSON line (the same fields, in the same order, as the serde
-/// structure it replaces). `clock`: the cached text of the current second.
+/// structure it replaces). `(second, stamp)`: the cached text of the current second.
 fn write_line(
     out: &mut Vec<u8>,
     (second, stamp): (&mut u64, &mut [u8; 19]),
